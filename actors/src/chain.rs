@@ -1,0 +1,73 @@
+//! The chain as the actors see it: a head to poll and blocks to fetch, already decoded.
+//!
+//! The real implementation (java-tron HTTP API, rate limit, quirks) lives in the binary crate;
+//! tests use in-memory fakes.
+
+use crate::model::{Block, BlockHeader};
+use async_trait::async_trait;
+
+/// Why a block or the head could not be had. Every variant is worth retrying later: the retry
+/// schedule, not the error, decides when a block is given up (dead-lettered).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// The node answered `{}`: it has not got this block (yet).
+    #[error("block {0} not produced yet")]
+    NotProduced(u64),
+    /// The block has transactions but the node answered `[]` infos: a node behind a load
+    /// balancer that is not synced. Never publish such a block empty.
+    #[error("node not synced for block {block}: {txs} transactions but no transaction infos")]
+    NodeNotSynced { block: u64, txs: usize },
+    /// An answer we cannot use: bad JSON, missing fields, infos that do not match the block.
+    #[error("malformed answer for {what}: {detail}")]
+    Malformed { what: String, detail: String },
+    /// HTTP 200 with `{"Error": ...}`; the node's message is kept.
+    #[error("node error: {0}")]
+    Node(String),
+    /// 429/403/503: the node suspended us for a while.
+    #[error("rate limited by the node (HTTP {status})")]
+    RateLimited { status: u16 },
+    /// Other HTTP status codes.
+    #[error("node answered HTTP {status}")]
+    Http { status: u16 },
+    #[error("node request timed out")]
+    Timeout,
+    #[error("node unreachable: {0}")]
+    Transport(String),
+}
+
+impl ChainError {
+    /// A short, stable label for metrics and dead-letter records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChainError::NotProduced(_) => "not_produced",
+            ChainError::NodeNotSynced { .. } => "not_synced",
+            ChainError::Malformed { .. } => "malformed",
+            ChainError::Node(_) => "node_error",
+            ChainError::RateLimited { .. } => "rate_limited",
+            ChainError::Http { .. } => "http",
+            ChainError::Timeout => "timeout",
+            ChainError::Transport(_) => "transport",
+        }
+    }
+}
+
+/// A source of blocks. Implementations share one rate limit across all callers.
+#[async_trait]
+pub trait Chain: Send + Sync + 'static {
+    /// The node's head block header.
+    async fn head(&self) -> Result<BlockHeader, ChainError>;
+
+    /// One block, fully decoded. Errors are never partial results: a block either comes back
+    /// with every event it holds or not at all.
+    async fn block(&self, number: u64) -> Result<Block, ChainError>;
+
+    /// Blocks `from..to` (end exclusive), fetched as cheaply as the node allows (the real client
+    /// asks for bodies in ranges). Each block succeeds or fails on its own.
+    async fn blocks(&self, from: u64, to: u64) -> Vec<(u64, Result<Block, ChainError>)> {
+        let mut out = Vec::new();
+        for number in from..to {
+            out.push((number, self.block(number).await));
+        }
+        out
+    }
+}

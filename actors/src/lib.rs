@@ -1,0 +1,3 @@
+//! The tron-actors supervision tree.
+pub mod chain;
+pub mod model;

@@ -1,0 +1,104 @@
+//! TRON addresses: 21 bytes (`0x41` + 20), shown as 42 hex characters or as base58check (`T...`).
+
+use sha2::{Digest, Sha256};
+
+/// The version byte of every mainnet address.
+pub const ADDRESS_PREFIX: u8 = 0x41;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("address {0:?} is not hex")]
+    NotHex(String),
+    #[error("address {0:?} has {1} bytes, expected 20 or 21")]
+    BadLength(String, usize),
+}
+
+/// Decodes a hex string (no `0x`) into bytes.
+pub fn hex_to_bytes(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Lowercase hex of bytes.
+pub fn bytes_to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Base58check of a 21-byte address.
+pub fn base58check(address21: &[u8; 21]) -> String {
+    let first = Sha256::digest(address21);
+    let second = Sha256::digest(first);
+    let mut payload = Vec::with_capacity(25);
+    payload.extend_from_slice(address21);
+    payload.extend_from_slice(&second[..4]);
+    bs58::encode(payload).into_string()
+}
+
+/// Base58 form of a hex address, with (`41...`, 42 chars) or without (20 bytes, as in logs) the
+/// `41` prefix. A 0x prefix is tolerated.
+pub fn hex_to_base58(hex: &str) -> Result<String, AddressError> {
+    let trimmed = hex.strip_prefix("0x").unwrap_or(hex);
+    let bytes = hex_to_bytes(trimmed).ok_or_else(|| AddressError::NotHex(hex.to_string()))?;
+    let mut address = [0u8; 21];
+    match bytes.len() {
+        21 => address.copy_from_slice(&bytes),
+        20 => {
+            address[0] = ADDRESS_PREFIX;
+            address[1..].copy_from_slice(&bytes);
+        }
+        n => return Err(AddressError::BadLength(hex.to_string(), n)),
+    }
+    Ok(base58check(&address))
+}
+
+/// Base58 form of an address held in a 32-byte indexed topic (left-padded, no `41`).
+pub fn topic_to_base58(topic: &str) -> Result<String, AddressError> {
+    let bytes = hex_to_bytes(topic).ok_or_else(|| AddressError::NotHex(topic.to_string()))?;
+    if bytes.len() != 32 {
+        return Err(AddressError::BadLength(topic.to_string(), bytes.len()));
+    }
+    let mut address = [0u8; 21];
+    address[0] = ADDRESS_PREFIX;
+    address[1..].copy_from_slice(&bytes[12..]);
+    Ok(base58check(&address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USDT_HEX: &str = "41a614f803b6fd780986a42c78ec9c7f77e6ded13c";
+    const USDT_BASE58: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
+
+    #[test]
+    fn usdt_hex_with_prefix_is_its_base58() {
+        assert_eq!(hex_to_base58(USDT_HEX).as_deref(), Ok(USDT_BASE58));
+    }
+
+    #[test]
+    fn log_address_without_prefix_is_the_same_address() {
+        assert_eq!(hex_to_base58(&USDT_HEX[2..]).as_deref(), Ok(USDT_BASE58));
+    }
+
+    #[test]
+    fn indexed_topic_address_is_decoded() {
+        let topic = format!("{}{}", "0".repeat(24), &USDT_HEX[2..]);
+        assert_eq!(topic_to_base58(&topic).as_deref(), Ok(USDT_BASE58));
+    }
+
+    #[test]
+    fn bad_addresses_are_errors() {
+        assert!(matches!(hex_to_base58("zz"), Err(AddressError::NotHex(_))));
+        assert!(matches!(hex_to_base58("4141"), Err(AddressError::BadLength(_, 2))));
+    }
+}
