@@ -1,3 +1,35 @@
-//! The tron-actors supervision tree.
+//! The tron-actors supervision tree (ractor on tokio), written against two small traits: the
+//! [`chain::Chain`] the blocks come from and the [`store::Store`] that holds queues, leases and the
+//! event stream. The binary crate provides the real ones (java-tron HTTP API, Redis); tests use
+//! fakes.
+//!
+//! ```text
+//! Supervisor             restarts children under their slot, counts restarts, gives up past N in T
+//! ├── StreamPublisher    the only writer of the event stream; one atomic commit per block
+//! ├── SyncCoordinator    holds last_synced_block; decides what each new tip means; reaps leases
+//! ├── TipWatcher         polls the head; processes the head block     (slot `tip`)
+//! ├── PriorityActor      works the priority queue, lowest first        (slot `priority`)
+//! └── BacklogActor x 13  work the backlog, highest block first         (slots `backlog-0..12`)
+//! ```
+//!
+//! - [`supervisor`] — Supervisor, slots, restart intensity
+//! - [`stream_publisher`] — StreamPublisher
+//! - [`sync_coordinator`] — SyncCoordinator
+//! - [`tip_watcher`] — TipWatcher
+//! - [`queue_worker`] — PriorityActor and BacklogActor (one actor type, two queues)
+//! - [`job`] — fetch, commit or fail one leased block (shared by all workers)
+//! - [`sync_rule`], [`retry`] — the pure rules (sync table, retry schedule)
+//! - [`model`], [`chain`], [`store`] — the data and the two traits
 pub mod chain;
+pub mod job;
 pub mod model;
+pub mod queue_worker;
+pub mod retry;
+pub mod services;
+pub mod settings;
+pub mod store;
+pub mod stream_publisher;
+pub mod supervisor;
+pub mod sync_coordinator;
+pub mod sync_rule;
+pub mod tip_watcher;

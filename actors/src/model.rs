@@ -218,7 +218,18 @@ mod tests {
         let names: Vec<_> = fields.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             names,
-            ["v", "kind", "uid", "block", "block_hash", "block_time", "tx", "contract", "topics", "data"]
+            [
+                "v",
+                "kind",
+                "uid",
+                "block",
+                "block_hash",
+                "block_time",
+                "tx",
+                "contract",
+                "topics",
+                "data"
+            ]
         );
         assert_eq!(fields[1].1, "log");
         assert_eq!(fields[8].1, "aa,bb");

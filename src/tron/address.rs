@@ -99,6 +99,9 @@ mod tests {
     #[test]
     fn bad_addresses_are_errors() {
         assert!(matches!(hex_to_base58("zz"), Err(AddressError::NotHex(_))));
-        assert!(matches!(hex_to_base58("4141"), Err(AddressError::BadLength(_, 2))));
+        assert!(matches!(
+            hex_to_base58("4141"),
+            Err(AddressError::BadLength(_, 2))
+        ));
     }
 }

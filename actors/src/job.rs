@@ -1,0 +1,160 @@
+//! The work every worker does with a leased block: fetch it, commit it through the
+//! StreamPublisher, or record the failure for the retry schedule. Shared by the TipWatcher, the
+//! PriorityActor and the BacklogActors so the three paths cannot drift apart.
+
+use crate::chain::ChainError;
+use crate::model::Block;
+use crate::services::{now_ms, Services};
+use crate::store::{CommitOutcome, FailOutcome, Path, StoreError};
+use crate::stream_publisher::PublisherMsg;
+use ractor::rpc::CallResult;
+use std::time::Duration;
+
+/// What became of one leased block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockOutcome {
+    Committed(CommitOutcome),
+    Failed(FailOutcome),
+}
+
+/// Commits a fetched block, or records why it could not be had. A `StoreError` means neither
+/// happened: the lease stays, so the block comes back after a restart or when the lease expires.
+pub async fn finish_block(
+    services: &Services,
+    slot: &str,
+    path: Path,
+    number: u64,
+    fetched: Result<Block, ChainError>,
+) -> Result<BlockOutcome, StoreError> {
+    let error = match fetched {
+        Ok(block) => match publish(services, slot, path, block).await {
+            Ok(outcome) => return Ok(BlockOutcome::Committed(outcome)),
+            Err(error) => error.to_string(),
+        },
+        Err(error) => error.to_string(),
+    };
+    let outcome = services
+        .store
+        .fail(
+            slot,
+            number,
+            &error,
+            now_ms(),
+            &services.settings.retry_delays_ms,
+        )
+        .await?;
+    match &outcome {
+        FailOutcome::Retry { attempt, due_ms } => tracing::warn!(
+            block = number,
+            %slot,
+            attempt,
+            retry_in_ms = due_ms.saturating_sub(now_ms()),
+            %error,
+            "Block failed, retry scheduled"
+        ),
+        FailOutcome::Dead { attempts } => tracing::error!(
+            block = number,
+            %slot,
+            attempts,
+            %error,
+            "Block failed for the last time, moved to the dead-letter set"
+        ),
+        FailOutcome::AlreadyDone => {}
+    }
+    Ok(BlockOutcome::Failed(outcome))
+}
+
+/// Hands the block to the StreamPublisher and waits for its commit.
+async fn publish(
+    services: &Services,
+    slot: &str,
+    path: Path,
+    block: Block,
+) -> Result<CommitOutcome, StoreError> {
+    let publisher = services
+        .directory
+        .publisher()
+        .ok_or_else(|| StoreError::Unavailable("stream publisher not running".into()))?;
+    let slot = slot.to_string();
+    let answer = publisher
+        .call(
+            |reply| PublisherMsg::Commit {
+                slot,
+                path,
+                block: Box::new(block),
+                reply,
+            },
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("stream publisher: {e}")))?;
+    match answer {
+        CallResult::Success(result) => result,
+        CallResult::Timeout => Err(StoreError::Unavailable(
+            "stream publisher did not answer in 30 s".into(),
+        )),
+        CallResult::SenderError => Err(StoreError::Unavailable(
+            "stream publisher stopped before answering".into(),
+        )),
+    }
+}
+
+/// Splits block numbers into runs of consecutive numbers (`from..to`, end exclusive), so a
+/// batch can be fetched with as few range requests as possible.
+pub fn consecutive_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
+    let mut sorted = blocks.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for number in sorted {
+        match runs.last_mut() {
+            Some((_, end)) if *end == number => *end += 1,
+            _ => runs.push((number, number + 1)),
+        }
+    }
+    runs
+}
+
+/// Fetches and finishes a batch of leased blocks, committing them in the given order (the order
+/// they were claimed in: highest first for the backlog). Returns how many were finished; stops at
+/// the first store error, leaving the rest leased.
+pub async fn work_batch(
+    services: &Services,
+    slot: &str,
+    batch: &[(u64, Path)],
+) -> Result<usize, StoreError> {
+    let numbers: Vec<u64> = batch.iter().map(|(n, _)| *n).collect();
+    let mut fetched = std::collections::HashMap::with_capacity(batch.len());
+    for (from, to) in consecutive_runs(&numbers) {
+        let results = if to - from == 1 {
+            vec![(from, services.chain.block(from).await)]
+        } else {
+            services.chain.blocks(from, to).await
+        };
+        fetched.extend(results);
+    }
+    let mut finished = 0;
+    for (number, path) in batch {
+        let result = fetched.remove(number).unwrap_or(Err(ChainError::Malformed {
+            what: format!("block {number}"),
+            detail: "missing from the range answer".into(),
+        }));
+        finish_block(services, slot, *path, *number, result).await?;
+        finished += 1;
+    }
+    Ok(finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_group_consecutive_blocks_whatever_the_order() {
+        assert_eq!(
+            consecutive_runs(&[10, 9, 8, 5, 4, 20]),
+            vec![(4, 6), (8, 11), (20, 21)]
+        );
+        assert_eq!(consecutive_runs(&[]), vec![]);
+    }
+}

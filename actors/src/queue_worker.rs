@@ -1,0 +1,132 @@
+//! The queue workers: the PriorityActor (slot `priority`, the priority queue, lowest block
+//! first) and the 13 BacklogActors (slots `backlog-0` .. `backlog-12`, the backlog, highest block
+//! first). They differ only in their queue and batch size, so they are one actor type.
+//!
+//! A worker first resumes the leases its slot still owns (left by a crashed predecessor or a
+//! killed process), then claims new work in batches, atomically (pop + lease in one step).
+
+use crate::job::work_batch;
+use crate::services::{spawn_heartbeat, AbortOnDrop, Services};
+use crate::store::{Path, Queue};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+pub struct QueueWorker {
+    pub services: Services,
+    pub slot: String,
+    pub queue: Queue,
+    pub batch: usize,
+}
+
+impl QueueWorker {
+    /// The PriorityActor.
+    pub fn priority(services: Services) -> Self {
+        let batch = services.settings.priority_batch;
+        QueueWorker {
+            services,
+            slot: "priority".into(),
+            queue: Queue::Priority,
+            batch,
+        }
+    }
+
+    /// BacklogActor number `index`.
+    pub fn backlog(services: Services, index: usize) -> Self {
+        let batch = services.settings.backlog_batch;
+        QueueWorker {
+            services,
+            slot: format!("backlog-{index}"),
+            queue: Queue::Backlog,
+            batch,
+        }
+    }
+
+    /// One round of work; returns how many blocks it finished.
+    async fn step(&self, state: &mut WorkerState) -> Result<usize, ActorProcessingErr> {
+        let store = &self.services.store;
+        let batch: Vec<(u64, Path)> = if state.resumed {
+            let path = self.queue.path();
+            store
+                .claim(
+                    self.queue,
+                    &self.slot,
+                    self.batch,
+                    self.services.lease_deadline(),
+                )
+                .await?
+                .into_iter()
+                .map(|block| (block, path))
+                .collect()
+        } else {
+            let leases = store.owned_leases(&self.slot).await?;
+            if !leases.is_empty() {
+                tracing::info!(slot = %self.slot, leases = leases.len(), "Resuming the slot's leases");
+            }
+            state.resumed = true;
+            leases.iter().map(|l| (l.block, l.path)).collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let numbers: Vec<u64> = batch.iter().map(|(n, _)| *n).collect();
+        if self.services.hooks.should_panic_after_claim(&numbers) {
+            panic!(
+                "fault hook: {} panics after claiming {numbers:?}",
+                self.slot
+            );
+        }
+        Ok(work_batch(&self.services, &self.slot, &batch).await?)
+    }
+}
+
+pub enum WorkerMsg {
+    Work,
+}
+
+pub struct WorkerState {
+    resumed: bool,
+    _heartbeat: AbortOnDrop,
+}
+
+impl Actor for QueueWorker {
+    type Msg = WorkerMsg;
+    type State = WorkerState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_message(WorkerMsg::Work)?;
+        Ok(WorkerState {
+            resumed: false,
+            _heartbeat: spawn_heartbeat(&self.services, self.slot.clone()),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WorkerMsg::Work => {
+                if self.services.is_stopping() {
+                    return Ok(());
+                }
+                match self.step(state).await {
+                    Ok(0) => {
+                        myself.send_after(self.services.settings.idle, || WorkerMsg::Work);
+                    }
+                    Ok(_) => myself.send_message(WorkerMsg::Work)?,
+                    Err(error) => {
+                        tracing::warn!(slot = %self.slot, %error, "Queue work failed, backing off");
+                        myself.send_after(self.services.settings.idle, || WorkerMsg::Work);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! What every actor of the tree shares: the chain, the store, the settings, where the other
+//! actors currently are, the shutdown signal and the test fault hooks.
+
+use crate::chain::Chain;
+use crate::settings::Settings;
+use crate::store::Store;
+use crate::stream_publisher::PublisherMsg;
+use crate::sync_coordinator::CoordinatorMsg;
+use ractor::ActorRef;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// Milliseconds since the epoch, the clock of leases, retries and stream trimming.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Current addresses of the actors others talk to. A restarted actor has a new `ActorRef`; the
+/// Supervisor updates this so callers always reach the live instance.
+#[derive(Clone, Default)]
+pub struct Directory {
+    inner: Arc<RwLock<DirectoryInner>>,
+}
+
+#[derive(Default)]
+struct DirectoryInner {
+    publisher: Option<ActorRef<PublisherMsg>>,
+    coordinator: Option<ActorRef<CoordinatorMsg>>,
+}
+
+impl Directory {
+    pub fn publisher(&self) -> Option<ActorRef<PublisherMsg>> {
+        self.inner.read().ok().and_then(|d| d.publisher.clone())
+    }
+    pub fn coordinator(&self) -> Option<ActorRef<CoordinatorMsg>> {
+        self.inner.read().ok().and_then(|d| d.coordinator.clone())
+    }
+    pub fn set_publisher(&self, actor: ActorRef<PublisherMsg>) {
+        if let Ok(mut d) = self.inner.write() {
+            d.publisher = Some(actor);
+        }
+    }
+    pub fn set_coordinator(&self, actor: ActorRef<CoordinatorMsg>) {
+        if let Ok(mut d) = self.inner.write() {
+            d.coordinator = Some(actor);
+        }
+    }
+}
+
+/// Faults tests switch on to prove recovery; all off in production (nothing sets them there).
+#[derive(Default)]
+pub struct FaultHooks {
+    /// When a queue worker claims this block, it panics once (0 = off).
+    panic_after_claiming: AtomicU64,
+}
+
+impl FaultHooks {
+    pub fn panic_once_after_claiming(&self, block: u64) {
+        self.panic_after_claiming.store(block, Ordering::SeqCst);
+    }
+
+    /// True (once) when `claimed` holds the armed block.
+    pub fn should_panic_after_claim(&self, claimed: &[u64]) -> bool {
+        let armed = self.panic_after_claiming.load(Ordering::SeqCst);
+        armed != 0
+            && claimed.contains(&armed)
+            && self
+                .panic_after_claiming
+                .compare_exchange(armed, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
+}
+
+/// Counts kept by the tree for metrics and tests.
+#[derive(Default)]
+pub struct TreeStats {
+    pub restarts: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Services {
+    pub chain: Arc<dyn Chain>,
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    pub directory: Directory,
+    /// Turns true when the process is shutting down: stop claiming, finish what is in flight.
+    pub stopping: watch::Receiver<bool>,
+    pub hooks: Arc<FaultHooks>,
+    pub stats: Arc<TreeStats>,
+}
+
+impl Services {
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    pub fn lease_deadline(&self) -> u64 {
+        now_ms() + self.settings.lease.as_millis() as u64
+    }
+}
+
+/// Aborts a background task when the actor state holding it is dropped, including after a
+/// panic (ractor does not run `post_stop` then).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the heartbeat of `slot`'s leases.
+pub fn spawn_heartbeat(services: &Services, slot: String) -> AbortOnDrop {
+    let store = services.store.clone();
+    let every = services.settings.heartbeat;
+    let lease = services.settings.lease.as_millis() as u64;
+    AbortOnDrop(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = store.heartbeat(&slot, now_ms() + lease).await {
+                tracing::warn!(%slot, %error, "Lease heartbeat failed");
+            }
+        }
+    }))
+}

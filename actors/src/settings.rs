@@ -1,0 +1,59 @@
+//! Knobs of the actor tree. Defaults are the production values of DESIGN.md; the binary fills
+//! them from its config.
+
+use crate::sync_rule::GapLimits;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub limits: GapLimits,
+    /// Treat `start_block - 1` as last synced on a first run (backfill from a chosen block).
+    pub start_block: Option<u64>,
+    /// Number of BacklogActors: 13.
+    pub backlog_workers: usize,
+    /// How long a lease holds without a heartbeat.
+    pub lease: Duration,
+    /// How often an actor extends its leases (a third of `lease` by default).
+    pub heartbeat: Duration,
+    /// Blocks a BacklogActor claims at once (fetched as one range from the node).
+    pub backlog_batch: usize,
+    /// Blocks the PriorityActor claims at once.
+    pub priority_batch: usize,
+    /// Wait before looking at an empty queue again.
+    pub idle: Duration,
+    /// Next head poll when nothing was new (`H == L`).
+    pub poll_in_sync: Duration,
+    /// Next head poll after a new head was taken.
+    pub poll_after_block: Duration,
+    /// How often the coordinator reaps expired leases and promotes due retries.
+    pub maintain_every: Duration,
+    /// The retry schedule in ms (see `retry::delays_ms`).
+    pub retry_delays_ms: Vec<u64>,
+    /// At most `restart_max` restarts within `restart_window`, then the tree gives up.
+    pub restart_max: u32,
+    pub restart_window: Duration,
+    /// How long in-flight work may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: GapLimits::default(),
+            start_block: None,
+            backlog_workers: 13,
+            lease: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(20),
+            backlog_batch: 50,
+            priority_batch: 4,
+            idle: Duration::from_millis(500),
+            poll_in_sync: Duration::from_secs(1),
+            poll_after_block: Duration::from_secs(3),
+            maintain_every: Duration::from_secs(1),
+            retry_delays_ms: crate::retry::delays_ms(1.0),
+            restart_max: 20,
+            restart_window: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The store as the actors see it: last_synced_block, the queues, leases, retries, dead letters
+//! and the exactly-once commit. The Redis implementation lives in the binary crate; every method
+//! there is one atomic step (a Lua script or an idempotent command).
+
+use crate::model::Block;
+use async_trait::async_trait;
+
+/// Where a block's work came from. It decides which queue the block goes back to when its lease
+/// expires or its retry falls due, and it labels metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// The head block, processed by the TipWatcher.
+    Tip,
+    /// A small gap (<= 20 blocks) or a due retry.
+    Priority,
+    /// A large gap, worked newest first.
+    Backlog,
+}
+
+impl Path {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Tip => "tip",
+            Path::Priority => "priority",
+            Path::Backlog => "backlog",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Path> {
+        match text {
+            "tip" => Some(Path::Tip),
+            "priority" => Some(Path::Priority),
+            "backlog" => Some(Path::Backlog),
+            _ => None,
+        }
+    }
+}
+
+/// The two work queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Queue {
+    /// Taken lowest block first (oldest gap first).
+    Priority,
+    /// Taken highest block first (most recent first).
+    Backlog,
+}
+
+impl Queue {
+    pub fn path(self) -> Path {
+        match self {
+            Queue::Priority => Path::Priority,
+            Queue::Backlog => Path::Backlog,
+        }
+    }
+}
+
+/// A block leased to a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub block: u64,
+    pub path: Path,
+}
+
+/// What the atomic advance of last_synced_block records together with the new value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Advance {
+    /// The value of last_synced_block this decision was made from; the advance is refused if the
+    /// store holds another one (a second coordinator moved it meanwhile).
+    pub expected_last: Option<u64>,
+    /// The new head, leased to `tip_slot`, becomes last_synced_block.
+    pub head: u64,
+    pub tip_slot: String,
+    pub lease_deadline_ms: u64,
+    /// Blocks to enqueue first (idempotent), `from..=to`.
+    pub enqueue: Option<(Queue, u64, u64)>,
+}
+
+/// Result of a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The block's events were added; it is now marked done.
+    Published { events: usize },
+    /// The block was already done; nothing was written (a re-processing after a crash).
+    AlreadyDone,
+}
+
+/// Result of recording a failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Scheduled again; `attempt` is the number of failures so far.
+    Retry { attempt: u32, due_ms: u64 },
+    /// The schedule is exhausted: the block is in the dead-letter set.
+    Dead { attempts: u32 },
+    /// The block was committed meanwhile; the failure is moot.
+    AlreadyDone,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store answered something unexpected: {0}")]
+    Protocol(String),
+    #[error("last_synced_block moved meanwhile (expected {expected:?}, found {found:?})")]
+    Conflict {
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+}
+
+/// Dead-letter record of one block.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    pub block: u64,
+    pub attempts: u32,
+    pub error: String,
+    /// When it was given up, ms since the epoch.
+    pub at_ms: u64,
+    pub path: String,
+}
+
+/// The protocols of DESIGN.md, "Queues and leases in Redis" and "Exactly once per block".
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn last_synced(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Enqueues the gap (if any), leases the head to the tip slot and moves last_synced_block, so
+    /// that a crash leaves either all or none of it visible (enqueueing is idempotent and happens
+    /// first; the lease and the move are one atomic step).
+    async fn advance(&self, advance: &Advance) -> Result<(), StoreError>;
+
+    /// Atomically pops up to `max` blocks from `queue` (backlog highest first, priority lowest
+    /// first) and leases them to `slot`. Blocks already done are dropped, not returned.
+    async fn claim(
+        &self,
+        queue: Queue,
+        slot: &str,
+        max: usize,
+        deadline_ms: u64,
+    ) -> Result<Vec<u64>, StoreError>;
+
+    /// The leases `slot` still owns (resumed by a restarted actor before it claims new work).
+    async fn owned_leases(&self, slot: &str) -> Result<Vec<Lease>, StoreError>;
+
+    /// Extends every lease `slot` owns to `deadline_ms`; returns how many.
+    async fn heartbeat(&self, slot: &str, deadline_ms: u64) -> Result<usize, StoreError>;
+
+    /// The exactly-once step: if `block` is not done, add all its events to the stream, mark it
+    /// done and drop its lease; otherwise only drop the lease.
+    async fn commit(
+        &self,
+        slot: &str,
+        path: Path,
+        block: &Block,
+        now_ms: u64,
+    ) -> Result<CommitOutcome, StoreError>;
+
+    /// Records a failed attempt: the block goes to the retry set, due after the delay for this
+    /// attempt in `delays_ms`, or to the dead-letter set once they are used up. Drops the lease.
+    async fn fail(
+        &self,
+        slot: &str,
+        block: u64,
+        error: &str,
+        now_ms: u64,
+        delays_ms: &[u64],
+    ) -> Result<FailOutcome, StoreError>;
+
+    /// Hands the given leases of `slot` back to their queues (graceful shutdown).
+    async fn release(&self, slot: &str, blocks: &[u64]) -> Result<usize, StoreError>;
+
+    /// Returns expired leases to the queue they came from; returns how many.
+    async fn reap_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// Moves retries that are due back to their queues; returns how many.
+    async fn promote_due_retries(&self, now_ms: u64) -> Result<usize, StoreError>;
+}

@@ -1,0 +1,282 @@
+//! Supervisor: the root of the tree. It starts every child under a stable slot name, restarts a
+//! child that fails or stops unexpectedly under the same slot (the new instance resumes the slot's
+//! leases), counts restarts, and gives up loudly past the restart intensity (OTP style: at most N
+//! restarts within T), so that systemd or the container runtime restarts the whole process.
+
+use crate::queue_worker::QueueWorker;
+use crate::services::Services;
+use crate::stream_publisher::StreamPublisher;
+use crate::sync_coordinator::SyncCoordinator;
+use crate::tip_watcher::TipWatcher;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A child's stable identity; a lease belongs to a slot, not to an actor instance.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Slot {
+    Publisher,
+    Coordinator,
+    Tip,
+    Priority,
+    Backlog(usize),
+}
+
+impl Slot {
+    pub fn name(&self) -> String {
+        match self {
+            Slot::Publisher => "publisher".into(),
+            Slot::Coordinator => "coordinator".into(),
+            Slot::Tip => "tip".into(),
+            Slot::Priority => "priority".into(),
+            Slot::Backlog(i) => format!("backlog-{i}"),
+        }
+    }
+
+    /// Every slot of the tree, in start order (the publisher and coordinator first, since the
+    /// workers talk to them).
+    pub fn all(backlog_workers: usize) -> Vec<Slot> {
+        let mut slots = vec![
+            Slot::Publisher,
+            Slot::Coordinator,
+            Slot::Tip,
+            Slot::Priority,
+        ];
+        slots.extend((0..backlog_workers).map(Slot::Backlog));
+        slots
+    }
+
+    /// Slots that hold leases.
+    pub fn is_worker(&self) -> bool {
+        matches!(self, Slot::Tip | Slot::Priority | Slot::Backlog(_))
+    }
+}
+
+/// OTP's restart intensity: at most `max` restarts in any window of `window`.
+#[derive(Debug)]
+pub struct RestartIntensity {
+    max: u32,
+    window: Duration,
+    recent: VecDeque<Instant>,
+}
+
+impl RestartIntensity {
+    pub fn new(max: u32, window: Duration) -> Self {
+        RestartIntensity {
+            max,
+            window,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Records a restart at `now`; false when it exceeds the intensity.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        while let Some(oldest) = self.recent.front() {
+            if now.duration_since(*oldest) >= self.window {
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.recent.push_back(now);
+        self.recent.len() as u32 <= self.max
+    }
+}
+
+pub struct Supervisor {
+    pub services: Services,
+}
+
+pub struct SupervisorState {
+    children: HashMap<ActorId, Slot>,
+    intensity: RestartIntensity,
+    restarts_by_slot: HashMap<String, u64>,
+}
+
+pub enum SupervisorMsg {
+    /// Restarts per slot, for metrics and tests.
+    Restarts(ractor::RpcReplyPort<HashMap<String, u64>>),
+}
+
+/// Starts the actor of `slot`, linked to `supervisor`.
+pub async fn spawn_slot(
+    services: &Services,
+    slot: &Slot,
+    supervisor: ActorCell,
+) -> Result<ActorCell, ractor::SpawnErr> {
+    let services = services.clone();
+    let cell = match slot {
+        Slot::Publisher => Actor::spawn_linked(None, StreamPublisher { services }, (), supervisor)
+            .await?
+            .0
+            .get_cell(),
+        Slot::Coordinator => {
+            let coordinator = SyncCoordinator {
+                services,
+                tip_slot: Slot::Tip.name(),
+            };
+            Actor::spawn_linked(None, coordinator, (), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
+        Slot::Tip => {
+            let tip = TipWatcher {
+                services,
+                slot: Slot::Tip.name(),
+            };
+            Actor::spawn_linked(None, tip, (), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
+        Slot::Priority => {
+            Actor::spawn_linked(None, QueueWorker::priority(services), (), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
+        Slot::Backlog(i) => {
+            Actor::spawn_linked(None, QueueWorker::backlog(services, *i), (), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
+    };
+    Ok(cell)
+}
+
+impl Supervisor {
+    async fn restart(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        cell: &ActorCell,
+        why: String,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(slot) = state.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        if self.services.is_stopping() {
+            return Ok(());
+        }
+        let name = slot.name();
+        *state.restarts_by_slot.entry(name.clone()).or_default() += 1;
+        self.services.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        if !state.intensity.allow(Instant::now()) {
+            let settings = &self.services.settings;
+            tracing::error!(
+                slot = %name,
+                max = settings.restart_max,
+                window_s = settings.restart_window.as_secs(),
+                "Restart intensity exceeded, giving up"
+            );
+            return Err(format!(
+                "restart intensity exceeded: more than {} restarts in {:?} (last: {name}: {why})",
+                settings.restart_max, settings.restart_window
+            )
+            .into());
+        }
+        tracing::warn!(slot = %name, reason = %why, "Actor stopped unexpectedly, restarting it");
+        let cell = spawn_slot(&self.services, &slot, myself.get_cell()).await?;
+        state.children.insert(cell.get_id(), slot);
+        Ok(())
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let settings = &self.services.settings;
+        let mut children = HashMap::new();
+        for slot in Slot::all(settings.backlog_workers) {
+            let cell = spawn_slot(&self.services, &slot, myself.get_cell()).await?;
+            children.insert(cell.get_id(), slot);
+        }
+        Ok(SupervisorState {
+            children,
+            intensity: RestartIntensity::new(settings.restart_max, settings.restart_window),
+            restarts_by_slot: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Restarts(reply) => {
+                let _ = reply.send(state.restarts_by_slot.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                self.restart(&myself, state, &cell, error.to_string()).await
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                let why = reason.unwrap_or_else(|| "stopped".into());
+                self.restart(&myself, state, &cell, why).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn intensity_allows_n_restarts_per_window_then_refuses() {
+        let mut intensity = RestartIntensity::new(3, Duration::from_secs(10));
+        for _ in 0..3 {
+            assert!(intensity.allow(Instant::now()));
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert!(
+            !intensity.allow(Instant::now()),
+            "a fourth restart within 10 s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_restarts_leave_the_window() {
+        let mut intensity = RestartIntensity::new(2, Duration::from_secs(10));
+        assert!(intensity.allow(Instant::now()));
+        assert!(intensity.allow(Instant::now()));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(intensity.allow(Instant::now()));
+        assert!(intensity.allow(Instant::now()));
+        assert!(!intensity.allow(Instant::now()));
+    }
+
+    #[test]
+    fn slots_are_stable_names() {
+        let names: Vec<String> = Slot::all(13).iter().map(Slot::name).collect();
+        assert_eq!(names.len(), 17);
+        assert_eq!(names[2], "tip");
+        assert_eq!(names[3], "priority");
+        assert_eq!(names[4], "backlog-0");
+        assert_eq!(names[16], "backlog-12");
+    }
+}
