@@ -1,4 +1,8 @@
 //! tron-actors: the outside world (config, TRON client, Redis store, CLI, telemetry, simulated
 //! node) around the actor tree of the `actors` crate.
+pub mod config;
+pub mod daemon;
+pub mod local_redis;
 pub mod sim;
+pub mod store;
 pub mod tron;

@@ -1,0 +1,420 @@
+//! Configuration, from one figment: `config/default.toml` (compiled in), then the file given
+//! with `--config`, then environment variables `TRON_ACTORS_<SECTION>__<KEY>` (later wins).
+//! Unknown keys are errors (a typo must not be ignored), and `validate` reports every problem
+//! at once, each naming its key and the fix.
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The defaults, compiled in so the binary runs from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const ENV_PREFIX: &str = "TRON_ACTORS_";
+
+/// A secret string: never shown by Debug or Display.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"<redacted>\"")
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub redis: RedisConfig,
+    pub stream: StreamConfig,
+    pub sync: SyncConfig,
+    pub retry: RetryConfig,
+    pub supervisor: SupervisorConfig,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Secret,
+    pub api_key_file: Option<PathBuf>,
+    pub timeout_ms: u64,
+    pub rate_limit_rps: f64,
+    pub penalty_ms: u64,
+    pub max_attempts: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub retention_hours: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    pub start_block: Option<u64>,
+    pub backlog_workers: usize,
+    pub priority_max_gap: u64,
+    pub backlog_max: u64,
+    pub lease_ms: u64,
+    pub backlog_batch: usize,
+    pub priority_batch: usize,
+    pub idle_ms: u64,
+    pub poll_in_sync_ms: u64,
+    pub poll_after_block_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    pub delay_scale: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    pub restart_max: u32,
+    pub restart_window_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub grace_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist (check --config)")]
+    MissingFile(PathBuf),
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+    #[error("cannot read node.api_key_file {path}: {error} (check the path and its permissions)")]
+    ApiKeyFile { path: PathBuf, error: String },
+}
+
+impl Config {
+    /// The figment: defaults, then `file`, then `TRON_ACTORS_<SECTION>__<KEY>` variables.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment.merge(Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// Loads and validates; every problem is reported at once.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::MissingFile(file.to_path_buf()));
+            }
+        }
+        Self::from_figment(Self::figment(file))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let mut config: Config = figment.extract().map_err(|errors| {
+            let problems: Vec<String> = errors.into_iter().map(describe_figment_error).collect();
+            ConfigError::Invalid(problems)
+        })?;
+        config.validate()?;
+        if let Some(path) = config.node.api_key_file.clone() {
+            if config.node.api_key.is_empty() {
+                let key = std::fs::read_to_string(&path).map_err(|e| ConfigError::ApiKeyFile {
+                    path: path.clone(),
+                    error: e.to_string(),
+                })?;
+                config.node.api_key = Secret::new(key.trim());
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+        check(
+            self.node.url.starts_with("http://") || self.node.url.starts_with("https://"),
+            format!(
+                "node.url = {:?}: must start with http:// or https:// (e.g. https://api.trongrid.io)",
+                self.node.url
+            ),
+        );
+        check(
+            self.node.timeout_ms >= 100,
+            "node.timeout_ms must be at least 100".into(),
+        );
+        check(
+            self.node.rate_limit_rps >= 0.0 && self.node.rate_limit_rps.is_finite(),
+            "node.rate_limit_rps must be 0 (no limit) or a positive number".into(),
+        );
+        check(
+            self.node.max_attempts >= 1,
+            "node.max_attempts must be at least 1".into(),
+        );
+        check(
+            ["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|s| self.redis.url.starts_with(s)),
+            format!(
+                "redis.url = {:?}: must start with redis:// (e.g. redis://127.0.0.1:6379)",
+                self.redis.url
+            ),
+        );
+        check(
+            !self.redis.prefix.is_empty(),
+            "redis.prefix must not be empty (default \"{tron}\")".into(),
+        );
+        check(
+            self.stream.retention_hours >= 1,
+            "stream.retention_hours must be at least 1 (default 168 = 7 days)".into(),
+        );
+        let sync = &self.sync;
+        check(
+            (1..=64).contains(&sync.backlog_workers),
+            "sync.backlog_workers must be between 1 and 64 (default 13)".into(),
+        );
+        check(
+            sync.priority_max_gap >= 1,
+            "sync.priority_max_gap must be at least 1 (default 20)".into(),
+        );
+        check(
+            sync.backlog_max >= sync.priority_max_gap,
+            "sync.backlog_max must be at least sync.priority_max_gap (default 201600)".into(),
+        );
+        check(
+            sync.lease_ms >= 1000,
+            "sync.lease_ms must be at least 1000 (default 60000)".into(),
+        );
+        check(
+            (1..=100).contains(&sync.backlog_batch),
+            "sync.backlog_batch must be between 1 and 100 (the node serves at most 100 blocks per range)".into(),
+        );
+        check(
+            sync.priority_batch >= 1,
+            "sync.priority_batch must be at least 1".into(),
+        );
+        check(
+            sync.idle_ms >= 10 && sync.poll_in_sync_ms >= 10 && sync.poll_after_block_ms >= 10,
+            "sync.idle_ms, sync.poll_in_sync_ms and sync.poll_after_block_ms must be at least 10"
+                .into(),
+        );
+        check(
+            self.retry.delay_scale > 0.0 && self.retry.delay_scale.is_finite(),
+            "retry.delay_scale must be a positive number (1.0 in production)".into(),
+        );
+        check(
+            self.supervisor.restart_max >= 1 && self.supervisor.restart_window_ms >= 1000,
+            "supervisor.restart_max must be at least 1 and supervisor.restart_window_ms at least 1000".into(),
+        );
+        check(
+            ["auto", "json", "text"].contains(&self.log.format.as_str()),
+            format!(
+                "log.format = {:?}: must be auto, json or text",
+                self.log.format
+            ),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The actor tree's settings.
+    pub fn settings(&self) -> actors::settings::Settings {
+        let sync = &self.sync;
+        let lease = Duration::from_millis(sync.lease_ms);
+        actors::settings::Settings {
+            limits: actors::sync_rule::GapLimits {
+                priority_max_gap: sync.priority_max_gap,
+                backlog_max: sync.backlog_max,
+            },
+            start_block: sync.start_block,
+            backlog_workers: sync.backlog_workers,
+            lease,
+            heartbeat: lease / 3,
+            backlog_batch: sync.backlog_batch,
+            priority_batch: sync.priority_batch,
+            idle: Duration::from_millis(sync.idle_ms),
+            poll_in_sync: Duration::from_millis(sync.poll_in_sync_ms),
+            poll_after_block: Duration::from_millis(sync.poll_after_block_ms),
+            maintain_every: Duration::from_secs(1).min(lease / 4),
+            retry_delays_ms: actors::retry::delays_ms(self.retry.delay_scale),
+            restart_max: self.supervisor.restart_max,
+            restart_window: Duration::from_millis(self.supervisor.restart_window_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown.grace_ms),
+        }
+    }
+
+    pub fn store_config(&self) -> crate::store::RedisStoreConfig {
+        crate::store::RedisStoreConfig {
+            url: self.redis.url.clone(),
+            prefix: self.redis.prefix.clone(),
+            retention: Duration::from_secs(self.stream.retention_hours * 3600),
+            ..Default::default()
+        }
+    }
+}
+
+/// One line per figment error, naming the key as the user writes it.
+fn describe_figment_error(error: figment::Error) -> String {
+    let key = error.path.join(".");
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (from {})", m.name))
+        .unwrap_or_default();
+    let fix = match &error.kind {
+        figment::error::Kind::UnknownField(field, expected) => format!(
+            "unknown key {:?}{}; known keys here: {}",
+            if key.is_empty() {
+                field.clone()
+            } else {
+                format!("{key}.{field}")
+            },
+            source,
+            expected.join(", ")
+        ),
+        kind => format!("{key}: {kind}{source}"),
+    };
+    fix
+}
+
+#[cfg(test)]
+// figment's Jail closures return its large error type; that is its API, not ours.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        Jail::expect_with(|_| {
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.sync.backlog_workers, 13);
+            assert_eq!(config.redis.prefix, "{tron}");
+            assert_eq!(config.sync.start_block, None);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment_take_precedence() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "my.toml",
+                "[node]\nurl = \"http://file:8090\"\n[sync]\nstart_block = 5\n",
+            )?;
+            jail.set_env("TRON_ACTORS_SYNC__START_BLOCK", "7");
+            jail.set_env("TRON_ACTORS_REDIS__URL", "redis://env:6380");
+            let config = Config::load(Some(Path::new("my.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.node.url, "http://file:8090");
+            assert_eq!(config.sync.start_block, Some(7));
+            assert_eq!(config.redis.url, "redis://env:6380");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TRON_ACTORS_SYNC__START_BLOK", "7");
+            let error = Config::load(None).map(|_| ()).err().map(|e| e.to_string());
+            let message = error.unwrap_or_default();
+            assert!(message.contains("sync.start_blok"), "{message}");
+            assert!(message.contains("start_block"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_at_once() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TRON_ACTORS_NODE__URL", "localhost:8090");
+            jail.set_env("TRON_ACTORS_SYNC__BACKLOG_WORKERS", "0");
+            jail.set_env("TRON_ACTORS_RETRY__DELAY_SCALE", "-1");
+            let message = Config::load(None)
+                .map(|_| ())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            for key in ["node.url", "sync.backlog_workers", "retry.delay_scale"] {
+                assert!(message.contains(key), "{key} missing from: {message}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TRON_ACTORS_SYNC__LEASE_MS", "soon");
+            let message = Config::load(None)
+                .map(|_| ())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(message.contains("sync.lease_ms"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn api_key_is_redacted_and_read_from_a_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("key.txt", "s3cret-key\n")?;
+            jail.set_env("TRON_ACTORS_NODE__API_KEY_FILE", "key.txt");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.node.api_key.expose(), "s3cret-key");
+            let debug = format!("{config:?}");
+            assert!(!debug.contains("s3cret-key"), "{debug}");
+            assert!(debug.contains("<redacted>"));
+            Ok(())
+        });
+    }
+}

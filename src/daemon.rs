@@ -1,0 +1,131 @@
+//! The `run` job: connects the actor tree to the real chain and the real store, and owns the
+//! process-level lifecycle (Redis wait at start, shutdown on a signal, exit status).
+
+use crate::config::Config;
+use crate::store::RedisStore;
+use actors::chain::Chain;
+use actors::services::{Directory, FaultHooks, Services, TreeStats};
+use actors::store::Store;
+use actors::supervisor::{Slot, Supervisor};
+use ractor::Actor;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("redis: {0}")]
+    Store(#[from] actors::store::StoreError),
+    #[error("could not start the actor tree: {0}")]
+    Spawn(String),
+    #[error("the actor tree gave up (restart intensity exceeded); see the log above")]
+    GaveUp,
+}
+
+/// A running daemon.
+pub struct DaemonHandle {
+    pub hooks: Arc<FaultHooks>,
+    pub stats: Arc<TreeStats>,
+    pub store: RedisStore,
+    stop: watch::Sender<bool>,
+    supervisor: ractor::ActorRef<actors::supervisor::SupervisorMsg>,
+    join: tokio::task::JoinHandle<()>,
+    settings: Arc<actors::settings::Settings>,
+}
+
+impl DaemonHandle {
+    /// Starts the tree. Redis need not be up: the store connects lazily and every actor backs
+    /// off while it is away.
+    pub async fn start(
+        config: &Config,
+        chain: Arc<dyn Chain>,
+    ) -> Result<DaemonHandle, DaemonError> {
+        let store = RedisStore::new(&config.store_config())?;
+        let settings = Arc::new(config.settings());
+        let (stop, stopping) = watch::channel(false);
+        let hooks = Arc::new(FaultHooks::default());
+        let stats = Arc::new(TreeStats::default());
+        let services = Services {
+            chain,
+            store: Arc::new(store.clone()),
+            settings: settings.clone(),
+            directory: Directory::default(),
+            stopping,
+            hooks: hooks.clone(),
+            stats: stats.clone(),
+        };
+        let (supervisor, join) = Actor::spawn(None, Supervisor { services }, ())
+            .await
+            .map_err(|e| DaemonError::Spawn(e.to_string()))?;
+        Ok(DaemonHandle {
+            hooks,
+            stats,
+            store,
+            stop,
+            supervisor,
+            join,
+            settings,
+        })
+    }
+
+    /// Waits until the tree stops by itself (it only does when it gives up).
+    pub async fn wait(&mut self) -> DaemonError {
+        let _ = (&mut self.join).await;
+        DaemonError::GaveUp
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Graceful shutdown: stop claiming, let in-flight blocks finish within the grace period,
+    /// hand back every lease still held, stop.
+    pub async fn shutdown(self) -> Result<(), DaemonError> {
+        let _ = self.stop.send(true);
+        let grace = self.settings.shutdown_grace;
+        let cell = self.supervisor.get_cell();
+        // Each child stops after the message it is handling: that is the in-flight work.
+        let stopped = tokio::time::timeout(
+            grace,
+            cell.stop_children_and_wait(Some("shutdown".into()), Some(grace)),
+        )
+        .await;
+        if stopped.is_err() {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "In-flight work did not finish within the grace period"
+            );
+        }
+        for child in cell.get_children() {
+            child.kill();
+        }
+        self.hand_back_leases().await;
+        cell.stop(Some("shutdown".into()));
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.join).await;
+        Ok(())
+    }
+
+    /// Returns the leases every worker slot still holds to their queues, so any worker of any
+    /// later process takes them at once.
+    async fn hand_back_leases(&self) {
+        for slot in Slot::all(self.settings.backlog_workers)
+            .iter()
+            .filter(|s| s.is_worker())
+        {
+            let name = slot.name();
+            let result = async {
+                let leases = self.store.owned_leases(&name).await?;
+                let blocks: Vec<u64> = leases.iter().map(|l| l.block).collect();
+                self.store.release(&name, &blocks).await
+            }
+            .await;
+            match result {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(slot = %name, leases = n, "Handed back unfinished leases"),
+                Err(error) => {
+                    tracing::warn!(slot = %name, %error, "Could not hand back leases; they are resumed on the next start")
+                }
+            }
+        }
+    }
+}

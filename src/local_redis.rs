@@ -1,0 +1,142 @@
+//! A private `redis-server` child process: what `demo` starts when no Redis is reachable, and
+//! what every integration test runs against (on a free port, so tests can kill and restart it).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalRedisError {
+    #[error("redis-server is not on PATH; install it (Debian/Ubuntu: apt-get install redis-server, macOS: brew install redis) or point redis.url at a running Redis")]
+    NotInstalled,
+    #[error("could not start redis-server: {0}")]
+    Start(String),
+    #[error("redis-server on port {port} did not answer within {waited:?}")]
+    NotReady { port: u16, waited: Duration },
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; a tiny race with other processes is accepted).
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+pub struct LocalRedis {
+    port: u16,
+    dir: PathBuf,
+    append_only: bool,
+    child: Option<Child>,
+}
+
+impl LocalRedis {
+    /// Starts redis-server on `port` with its files in `dir`; `append_only` turns on AOF with
+    /// `appendfsync everysec`, as production should run.
+    pub async fn start(dir: &Path, port: u16, append_only: bool) -> Result<Self, LocalRedisError> {
+        let mut redis = LocalRedis {
+            port,
+            dir: dir.to_path_buf(),
+            append_only,
+            child: None,
+        };
+        redis.spawn().await?;
+        Ok(redis)
+    }
+
+    /// Starts it on a free port.
+    pub async fn start_on_free_port(
+        dir: &Path,
+        append_only: bool,
+    ) -> Result<Self, LocalRedisError> {
+        let port = free_port().map_err(|e| LocalRedisError::Start(e.to_string()))?;
+        Self::start(dir, port, append_only).await
+    }
+
+    async fn spawn(&mut self) -> Result<(), LocalRedisError> {
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg(if self.append_only { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("everysec")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => LocalRedisError::NotInstalled,
+                _ => LocalRedisError::Start(e.to_string()),
+            })?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(10)).await
+    }
+
+    async fn wait_ready(&self, limit: Duration) -> Result<(), LocalRedisError> {
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    // A server loading its AOF answers LOADING errors; wait for a real PONG.
+                    if redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(LocalRedisError::NotReady {
+            port: self.port,
+            waited: limit,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs the server (as a crash would).
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port and directory (with AOF on, its data comes back).
+    pub async fn restart(&mut self) -> Result<(), LocalRedisError> {
+        self.kill().await;
+        self.spawn().await
+    }
+}
+
+/// Whether a Redis answers at `url` within a second.
+pub async fn is_reachable(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let attempt = async {
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Some(_))
+    )
+}
