@@ -5,4 +5,5 @@ pub mod daemon;
 pub mod local_redis;
 pub mod sim;
 pub mod store;
+pub mod telemetry;
 pub mod tron;

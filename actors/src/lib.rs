@@ -21,6 +21,8 @@
 //! - [`sync_rule`], [`retry`] — the pure rules (sync table, retry schedule)
 //! - [`model`], [`chain`], [`store`] — the data and the two traits
 pub mod chain;
+#[cfg(test)]
+mod fakes;
 pub mod job;
 pub mod model;
 pub mod queue_worker;
@@ -33,3 +35,5 @@ pub mod supervisor;
 pub mod sync_coordinator;
 pub mod sync_rule;
 pub mod tip_watcher;
+#[cfg(test)]
+mod tree_tests;

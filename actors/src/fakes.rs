@@ -1,0 +1,321 @@
+//! In-memory fakes of the chain and the store, for tests of the actor logic. They follow the
+//! same protocols as the real ones (claim order, exactly-once commit, retry schedule, reaping) in
+//! plain Rust, so a test can run the whole tree with paused time.
+#![allow(clippy::unwrap_used)]
+
+use crate::chain::{Chain, ChainError};
+use crate::model::{Block, BlockHeader, Event, EventBody};
+use crate::retry::{after_failure, NextStep};
+use crate::store::{
+    Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Path, Queue, Store, StoreError,
+};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// A chain whose head the test moves; block n has n % 3 events; some blocks always fail.
+#[derive(Default)]
+pub struct FakeChain {
+    pub head: AtomicU64,
+    pub always_failing: Mutex<HashSet<u64>>,
+    /// Fetching these blocks panics (a bug in decoding, say).
+    pub panicking: Mutex<HashSet<u64>>,
+    pub fetches: Mutex<HashMap<u64, u32>>,
+}
+
+impl FakeChain {
+    pub fn with_head(head: u64) -> Self {
+        let chain = FakeChain::default();
+        chain.head.store(head, Ordering::SeqCst);
+        chain
+    }
+
+    pub fn expected(number: u64) -> Block {
+        Block {
+            header: header(number),
+            events: (0..number % 3)
+                .map(|i| Event {
+                    uid: format!("tx{number}_{i}"),
+                    tx: format!("tx{number}"),
+                    body: EventBody::TrxTransfer {
+                        from: "TA".into(),
+                        to: "TB".into(),
+                        value: i.to_string(),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+fn header(number: u64) -> BlockHeader {
+    BlockHeader {
+        number,
+        hash: format!("{number:064x}"),
+        parent_hash: format!("{:064x}", number.saturating_sub(1)),
+        timestamp_ms: number * 3000,
+    }
+}
+
+#[async_trait]
+impl Chain for FakeChain {
+    async fn head(&self) -> Result<BlockHeader, ChainError> {
+        Ok(header(self.head.load(Ordering::SeqCst)))
+    }
+
+    async fn block(&self, number: u64) -> Result<Block, ChainError> {
+        *self.fetches.lock().unwrap().entry(number).or_default() += 1;
+        if self.panicking.lock().unwrap().contains(&number) {
+            panic!("fake chain panics on block {number}");
+        }
+        if self.always_failing.lock().unwrap().contains(&number) {
+            return Err(ChainError::Malformed {
+                what: format!("block {number}"),
+                detail: "truncated JSON".into(),
+            });
+        }
+        if number > self.head.load(Ordering::SeqCst) {
+            return Err(ChainError::NotProduced(number));
+        }
+        Ok(Self::expected(number))
+    }
+}
+
+#[derive(Default)]
+pub struct FakeStoreState {
+    pub last_synced: Option<u64>,
+    pub priority: BTreeSet<u64>,
+    pub backlog: BTreeSet<u64>,
+    /// block -> (slot, path, deadline)
+    pub leases: HashMap<u64, (String, Path, u64)>,
+    pub done: HashSet<u64>,
+    /// Commits in order: (block, events).
+    pub stream: Vec<(u64, usize)>,
+    pub attempts: HashMap<u64, u32>,
+    /// block -> (due, queue to return to)
+    pub retry: BTreeMap<u64, (u64, Queue)>,
+    pub dead: BTreeMap<u64, DeadLetter>,
+}
+
+#[derive(Default)]
+pub struct FakeStore {
+    pub state: Mutex<FakeStoreState>,
+}
+
+fn origin(path: Path) -> Queue {
+    match path {
+        Path::Backlog => Queue::Backlog,
+        Path::Tip | Path::Priority => Queue::Priority,
+    }
+}
+
+impl FakeStoreState {
+    fn queue(&mut self, queue: Queue) -> &mut BTreeSet<u64> {
+        match queue {
+            Queue::Priority => &mut self.priority,
+            Queue::Backlog => &mut self.backlog,
+        }
+    }
+
+    fn return_to_queue(&mut self, block: u64) {
+        if let Some((_, path, _)) = self.leases.remove(&block) {
+            if !self.done.contains(&block) {
+                self.queue(origin(path)).insert(block);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FakeStore {
+    async fn last_synced(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.state.lock().unwrap().last_synced)
+    }
+
+    async fn advance(&self, advance: &Advance) -> Result<(), StoreError> {
+        let mut s = self.state.lock().unwrap();
+        if let Some((queue, from, to)) = advance.enqueue {
+            s.queue(queue).extend(from..=to);
+        }
+        if s.last_synced != advance.expected_last {
+            return Err(StoreError::Conflict {
+                expected: advance.expected_last,
+                found: s.last_synced,
+            });
+        }
+        if !s.done.contains(&advance.head) {
+            s.leases.insert(
+                advance.head,
+                (
+                    advance.tip_slot.clone(),
+                    Path::Tip,
+                    advance.lease_deadline_ms,
+                ),
+            );
+        }
+        s.last_synced = Some(advance.head);
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        queue: Queue,
+        slot: &str,
+        max: usize,
+        deadline_ms: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let next = match queue {
+                Queue::Backlog => s.backlog.pop_last(),
+                Queue::Priority => s.priority.pop_first(),
+            };
+            let Some(block) = next else { break };
+            if !s.done.contains(&block) {
+                s.leases
+                    .insert(block, (slot.to_string(), queue.path(), deadline_ms));
+                out.push(block);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn owned_leases(&self, slot: &str) -> Result<Vec<Lease>, StoreError> {
+        let s = self.state.lock().unwrap();
+        let mut leases: Vec<Lease> = s
+            .leases
+            .iter()
+            .filter(|(_, (owner, _, _))| owner == slot)
+            .map(|(block, (_, path, _))| Lease {
+                block: *block,
+                path: *path,
+            })
+            .collect();
+        leases.sort_by_key(|l| std::cmp::Reverse(l.block));
+        Ok(leases)
+    }
+
+    async fn heartbeat(&self, slot: &str, deadline_ms: u64) -> Result<usize, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let mut n = 0;
+        for (owner, _, deadline) in s.leases.values_mut() {
+            if owner == slot {
+                *deadline = deadline_ms;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn commit(
+        &self,
+        _slot: &str,
+        _path: Path,
+        block: &Block,
+        _now_ms: u64,
+    ) -> Result<CommitOutcome, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let number = block.header.number;
+        s.leases.remove(&number);
+        s.attempts.remove(&number);
+        s.retry.remove(&number);
+        if !s.done.insert(number) {
+            return Ok(CommitOutcome::AlreadyDone);
+        }
+        s.stream.push((number, block.events.len()));
+        Ok(CommitOutcome::Published {
+            events: block.events.len(),
+        })
+    }
+
+    async fn fail(
+        &self,
+        _slot: &str,
+        block: u64,
+        error: &str,
+        now_ms: u64,
+        delays_ms: &[u64],
+    ) -> Result<FailOutcome, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let path = s
+            .leases
+            .remove(&block)
+            .map(|(_, path, _)| path)
+            .unwrap_or(Path::Priority);
+        if s.done.contains(&block) {
+            return Ok(FailOutcome::AlreadyDone);
+        }
+        let attempt = {
+            let a = s.attempts.entry(block).or_default();
+            *a += 1;
+            *a
+        };
+        match after_failure(attempt, delays_ms) {
+            NextStep::RetryAfter(delay) => {
+                let due_ms = now_ms + delay.as_millis() as u64;
+                s.retry.insert(block, (due_ms, origin(path)));
+                Ok(FailOutcome::Retry { attempt, due_ms })
+            }
+            NextStep::DeadLetter => {
+                s.attempts.remove(&block);
+                s.dead.insert(
+                    block,
+                    DeadLetter {
+                        block,
+                        attempts: attempt,
+                        error: error.to_string(),
+                        at_ms: now_ms,
+                        path: origin(path).path().as_str().to_string(),
+                    },
+                );
+                Ok(FailOutcome::Dead { attempts: attempt })
+            }
+        }
+    }
+
+    async fn release(&self, slot: &str, blocks: &[u64]) -> Result<usize, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let mut n = 0;
+        for block in blocks {
+            if s.leases
+                .get(block)
+                .is_some_and(|(owner, _, _)| owner == slot)
+            {
+                s.return_to_queue(*block);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn reap_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let expired: Vec<u64> = s
+            .leases
+            .iter()
+            .filter(|(_, (_, _, deadline))| *deadline <= now_ms)
+            .map(|(block, _)| *block)
+            .collect();
+        for block in &expired {
+            s.return_to_queue(*block);
+        }
+        Ok(expired.len())
+    }
+
+    async fn promote_due_retries(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        let due: Vec<(u64, Queue)> = s
+            .retry
+            .iter()
+            .filter(|(_, (at, _))| *at <= now_ms)
+            .map(|(block, (_, queue))| (*block, *queue))
+            .collect();
+        for (block, queue) in &due {
+            s.retry.remove(block);
+            s.queue(*queue).insert(*block);
+        }
+        Ok(due.len())
+    }
+}

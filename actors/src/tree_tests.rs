@@ -1,0 +1,215 @@
+//! The whole tree against in-memory fakes, with paused time: hours of retry schedule run in
+//! milliseconds, and nothing depends on the machine's speed.
+#![allow(clippy::unwrap_used)]
+
+use crate::fakes::{FakeChain, FakeStore};
+use crate::services::{Directory, FaultHooks, Services, TreeStats};
+use crate::settings::Settings;
+use crate::store::{Lease, Path, Store};
+use crate::supervisor::{Supervisor, SupervisorMsg};
+use ractor::{Actor, ActorRef};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+struct Tree {
+    chain: Arc<FakeChain>,
+    store: Arc<FakeStore>,
+    hooks: Arc<FaultHooks>,
+    supervisor: ActorRef<SupervisorMsg>,
+    join: tokio::task::JoinHandle<()>,
+    _stop: watch::Sender<bool>,
+}
+
+fn settings() -> Settings {
+    Settings {
+        backlog_workers: 3,
+        backlog_batch: 5,
+        idle: Duration::from_millis(100),
+        poll_in_sync: Duration::from_millis(500),
+        poll_after_block: Duration::from_millis(500),
+        lease: Duration::from_secs(30),
+        heartbeat: Duration::from_secs(10),
+        restart_max: 5,
+        restart_window: Duration::from_secs(10),
+        ..Settings::default()
+    }
+}
+
+async fn start(chain: FakeChain, store: FakeStore, settings: Settings) -> Tree {
+    let chain = Arc::new(chain);
+    let store = Arc::new(store);
+    let hooks = Arc::new(FaultHooks::default());
+    let (stop, stopping) = watch::channel(false);
+    let services = Services {
+        chain: chain.clone(),
+        store: store.clone(),
+        settings: Arc::new(settings),
+        directory: Directory::default(),
+        stopping,
+        hooks: hooks.clone(),
+        stats: Arc::new(TreeStats::default()),
+    };
+    let (supervisor, join) = Actor::spawn(None, Supervisor { services }, ())
+        .await
+        .unwrap();
+    Tree {
+        chain,
+        store,
+        hooks,
+        supervisor,
+        join,
+        _stop: stop,
+    }
+}
+
+fn store_with_last(last: u64) -> FakeStore {
+    let store = FakeStore::default();
+    store.state.lock().unwrap().last_synced = Some(last);
+    store
+}
+
+/// Sleeps in paused time until `check` holds; panics after `limit` of virtual time.
+async fn until(limit: Duration, what: &str, check: impl Fn() -> bool) {
+    let started = tokio::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < limit,
+            "not reached within {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Tree {
+    fn all_done(&self, from: u64, to: u64) -> bool {
+        let s = self.store.state.lock().unwrap();
+        (from..=to).all(|b| s.done.contains(&b))
+    }
+
+    /// Commits per block.
+    fn commits(&self) -> HashMap<u64, usize> {
+        let mut out = HashMap::new();
+        for (block, _) in &self.store.state.lock().unwrap().stream {
+            *out.entry(*block).or_default() += 1;
+        }
+        out
+    }
+
+    async fn restarts(&self) -> HashMap<String, u64> {
+        ractor::call!(self.supervisor, SupervisorMsg::Restarts).unwrap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_gap_is_filled_through_the_backlog_exactly_once() {
+    let tree = start(FakeChain::with_head(200), store_with_last(100), settings()).await;
+    until(Duration::from_secs(120), "blocks 101..=200 done", || {
+        tree.all_done(101, 200)
+    })
+    .await;
+    let commits = tree.commits();
+    assert_eq!(commits.len(), 100);
+    assert!(commits.values().all(|n| *n == 1), "a block committed twice");
+    let s = tree.store.state.lock().unwrap();
+    assert_eq!(s.last_synced, Some(200));
+    // The first backlog commit is among the highest blocks (the tip commits 200 itself).
+    let first_backlog = s.stream.iter().find(|(b, _)| *b != 200).unwrap().0;
+    assert!(
+        first_backlog >= 199 - 3 * 5,
+        "first backlog block was {first_backlog}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_block_that_always_fails_walks_the_whole_schedule_into_dead_letters() {
+    let chain = FakeChain::with_head(100);
+    chain.always_failing.lock().unwrap().insert(90);
+    let settings = Settings {
+        idle: Duration::from_secs(1),
+        ..settings()
+    };
+    let tree = start(chain, store_with_last(80), settings).await;
+    // The others are not held up by it.
+    until(Duration::from_secs(60), "all but 90 done", || {
+        tree.all_done(81, 89) && tree.all_done(91, 100)
+    })
+    .await;
+    // 5+10+30+60+180+300+600+1800+3600 s = 6585 s of schedule.
+    until(Duration::from_secs(7_000), "90 dead-lettered", || {
+        tree.store.state.lock().unwrap().dead.contains_key(&90)
+    })
+    .await;
+    let s = tree.store.state.lock().unwrap();
+    let dead = &s.dead[&90];
+    assert_eq!(dead.attempts, 10, "one first try and nine retries");
+    assert!(dead.error.contains("truncated JSON"), "{}", dead.error);
+    assert_eq!(tree.chain.fetches.lock().unwrap()[&90], 10);
+    assert!(!s.done.contains(&90));
+    assert!(s.retry.is_empty() && !s.priority.contains(&90));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_of_a_vanished_worker_is_reaped_and_done() {
+    let store = store_with_last(50);
+    // A lease left by a slot that no longer exists (a smaller deployment, say).
+    store
+        .state
+        .lock()
+        .unwrap()
+        .leases
+        .insert(42, ("backlog-40".into(), Path::Backlog, 0));
+    let tree = start(FakeChain::with_head(50), store, settings()).await;
+    until(Duration::from_secs(30), "block 42 done", || {
+        tree.all_done(42, 42)
+    })
+    .await;
+    assert_eq!(tree.commits()[&42], 1);
+    assert!(tree
+        .store
+        .owned_leases("backlog-40")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_panics_after_claiming_is_restarted_and_resumes_its_lease() {
+    let store = store_with_last(100);
+    // A lease far longer than the wait below: only resuming, not reaping, can finish block 150.
+    let settings = Settings {
+        lease: Duration::from_secs(3600),
+        ..settings()
+    };
+    let tree = start(FakeChain::with_head(100), store, settings).await;
+    tree.hooks.panic_once_after_claiming(150);
+    tree.chain
+        .head
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    until(Duration::from_secs(60), "101..=200 done", || {
+        tree.all_done(101, 200)
+    })
+    .await;
+    let restarts = tree.restarts().await;
+    assert_eq!(restarts.values().sum::<u64>(), 1, "{restarts:?}");
+    assert!(restarts.keys().all(|slot| slot.starts_with("backlog-")));
+    let commits = tree.commits();
+    assert_eq!(commits[&150], 1);
+    assert!(commits.values().all(|n| *n == 1));
+    // Nothing left leased by anyone.
+    let leases: Vec<Lease> = tree.store.owned_leases("backlog-0").await.unwrap();
+    assert!(leases.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_past_the_intensity_stop_the_tree() {
+    let chain = FakeChain::with_head(100);
+    chain.panicking.lock().unwrap().insert(95);
+    let tree = start(chain, store_with_last(90), settings()).await;
+    // The PriorityActor panics on 95, resumes its lease on restart, panics again...
+    let ended = tokio::time::timeout(Duration::from_secs(60), tree.join).await;
+    assert!(ended.is_ok(), "the supervisor did not give up");
+    let fetches = tree.chain.fetches.lock().unwrap()[&95];
+    assert_eq!(fetches, 6, "the first try and 5 restarts, then it gives up");
+}
