@@ -11,6 +11,8 @@ pub enum AddressError {
     NotHex(String),
     #[error("address {0:?} has {1} bytes, expected 20 or 21")]
     BadLength(String, usize),
+    #[error("address {0:?} is not a valid base58check address")]
+    BadBase58(String),
 }
 
 /// Decodes a hex string (no `0x`) into bytes.
@@ -61,6 +63,24 @@ pub fn hex_to_base58(hex: &str) -> Result<String, AddressError> {
     Ok(base58check(&address))
 }
 
+/// Base58 form of an address as a node may print it in a transaction: hex (`41...`, the default)
+/// or already base58check (`T...`, when asked with `visible=true`), whose checksum is verified.
+pub fn any_to_base58(address: &str) -> Result<String, AddressError> {
+    if address.len() == 34 && address.starts_with('T') {
+        let bad = || AddressError::BadBase58(address.to_string());
+        let bytes = bs58::decode(address).into_vec().map_err(|_| bad())?;
+        let payload: &[u8; 21] = bytes
+            .get(..21)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)?;
+        if bytes.len() != 25 || base58check(payload) != address {
+            return Err(bad());
+        }
+        return Ok(address.to_string());
+    }
+    hex_to_base58(address)
+}
+
 /// Base58 form of an address held in a 32-byte indexed topic (left-padded, no `41`).
 pub fn topic_to_base58(topic: &str) -> Result<String, AddressError> {
     let bytes = hex_to_bytes(topic).ok_or_else(|| AddressError::NotHex(topic.to_string()))?;
@@ -94,6 +114,17 @@ mod tests {
     fn indexed_topic_address_is_decoded() {
         let topic = format!("{}{}", "0".repeat(24), &USDT_HEX[2..]);
         assert_eq!(topic_to_base58(&topic).as_deref(), Ok(USDT_BASE58));
+    }
+
+    #[test]
+    fn base58_input_is_checked_and_kept() {
+        assert_eq!(any_to_base58(USDT_BASE58).as_deref(), Ok(USDT_BASE58));
+        assert_eq!(any_to_base58(USDT_HEX).as_deref(), Ok(USDT_BASE58));
+        let broken = USDT_BASE58.replace('6', "7");
+        assert!(matches!(
+            any_to_base58(&broken),
+            Err(AddressError::BadBase58(_))
+        ));
     }
 
     #[test]
