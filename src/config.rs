@@ -291,6 +291,21 @@ impl Config {
         }
     }
 
+    /// The node client's settings.
+    pub fn client_config(&self) -> crate::tron::TronClientConfig {
+        let node = &self.node;
+        crate::tron::TronClientConfig {
+            url: node.url.clone(),
+            api_key: (!node.api_key.is_empty()).then(|| node.api_key.expose().to_string()),
+            timeout: Duration::from_millis(node.timeout_ms),
+            rate_limit_rps: node.rate_limit_rps,
+            penalty: Duration::from_millis(node.penalty_ms),
+            max_attempts: node.max_attempts,
+            range_size: self.sync.backlog_batch as u64,
+            ..Default::default()
+        }
+    }
+
     pub fn store_config(&self) -> crate::store::RedisStoreConfig {
         crate::store::RedisStoreConfig {
             url: self.redis.url.clone(),

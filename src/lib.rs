@@ -2,6 +2,7 @@
 //! node) around the actor tree of the `actors` crate.
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod local_redis;
 pub mod sim;
 pub mod store;

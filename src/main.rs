@@ -1,1 +1,332 @@
-fn main() {}
+//! The `tron-actors` command line.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tron_actors::config::Config;
+use tron_actors::daemon::DaemonHandle;
+use tron_actors::sim::{SimFaults, SimParams};
+use tron_actors::tron::TronClient;
+
+#[derive(Parser)]
+#[command(
+    name = "tron-actors",
+    version,
+    about = "Follows the TRON chain and publishes every event to a Redis stream, exactly once",
+    long_about = "Follows a TRON node's HTTP API (TronGrid or a self-hosted java-tron) and publishes \
+every event of every block to a Redis stream kept 7 days. Gaps after downtime are filled through a \
+priority queue (<= 20 blocks) or a backlog (up to 201,600 blocks), newest first.\n\n\
+Configuration: config/default.toml (built in), then --config FILE, then environment variables \
+TRON_ACTORS_<SECTION>__<KEY> (e.g. TRON_ACTORS_NODE__URL, TRON_ACTORS_REDIS__URL)."
+)]
+struct Cli {
+    /// A TOML file overriding the built-in defaults (environment variables override it).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Follow the node and publish events (the daemon).
+    Run,
+    /// Serve a simulated TRON node (same endpoints, JSON shapes and quirks as java-tron).
+    Sim(SimArgs),
+    /// Try it without a node: a simulated node, a Redis (the configured one if reachable, else a
+    /// private redis-server), and the daemon catching up a history and following the head.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Clone)]
+struct SimArgs {
+    /// Seeds every block's content: the same seed gives the same chain.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// The first block that exists.
+    #[arg(long, default_value_t = 60_000_000)]
+    start_block: u64,
+    /// Blocks already produced at start.
+    #[arg(long, default_value_t = 100)]
+    history: u64,
+    /// Time between blocks.
+    #[arg(long, default_value_t = 3000)]
+    block_interval_ms: u64,
+    /// Average transactions per block (mainnet: about 300).
+    #[arg(long, default_value_t = 300)]
+    txs_per_block: u32,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+#[derive(Args, Clone, Default)]
+struct FaultArgs {
+    /// Seeds which request gets which fault.
+    #[arg(long, default_value_t = 0)]
+    fault_seed: u64,
+    /// Chance per request of an HTTP 500.
+    #[arg(long, default_value_t = 0.0)]
+    fault_500: f64,
+    /// Chance per request of an HTTP 503.
+    #[arg(long, default_value_t = 0.0)]
+    fault_503: f64,
+    /// Chance per request of an HTTP 429 with TronGrid's body, then a penalty.
+    #[arg(long, default_value_t = 0.0)]
+    fault_429: f64,
+    /// Chance per request of an HTTP 403 with TronGrid's body, then a penalty.
+    #[arg(long, default_value_t = 0.0)]
+    fault_403: f64,
+    /// Penalty after a 429/403, during which every request answers 429.
+    #[arg(long, default_value_t = 30_000)]
+    penalty_ms: u64,
+    /// Chance per request of a slow answer.
+    #[arg(long, default_value_t = 0.0)]
+    fault_slow: f64,
+    /// Delay of a slow answer.
+    #[arg(long, default_value_t = 2_000)]
+    slow_ms: u64,
+    /// Chance per request of a connection reset.
+    #[arg(long, default_value_t = 0.0)]
+    fault_reset: f64,
+    /// Chance per request of a truncated JSON body.
+    #[arg(long, default_value_t = 0.0)]
+    fault_truncate: f64,
+    /// Chance per request of `{}` for a block that exists.
+    #[arg(long, default_value_t = 0.0)]
+    fault_empty_block: f64,
+    /// Chance per request of `[]` infos for a block that has transactions.
+    #[arg(long, default_value_t = 0.0)]
+    fault_empty_infos: f64,
+    /// Chance per request of an HTTP 200 `{"Error": ...}` body.
+    #[arg(long, default_value_t = 0.0)]
+    fault_node_error: f64,
+    /// Blocks whose answers are always malformed (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    malformed_blocks: Vec<u64>,
+    /// Requests per second over which the node answers 429 (like TronGrid).
+    #[arg(long)]
+    max_rps: Option<u32>,
+}
+
+impl FaultArgs {
+    fn to_faults(&self) -> SimFaults {
+        SimFaults {
+            seed: self.fault_seed,
+            http_500_rate: self.fault_500,
+            http_503_rate: self.fault_503,
+            http_429_rate: self.fault_429,
+            http_403_rate: self.fault_403,
+            penalty_ms: self.penalty_ms,
+            slow_rate: self.fault_slow,
+            slow_ms: self.slow_ms,
+            reset_rate: self.fault_reset,
+            truncate_rate: self.fault_truncate,
+            empty_block_rate: self.fault_empty_block,
+            empty_infos_rate: self.fault_empty_infos,
+            node_error_rate: self.fault_node_error,
+            malformed_blocks: self.malformed_blocks.iter().copied().collect(),
+            max_requests_per_sec: self.max_rps,
+        }
+    }
+}
+
+impl SimArgs {
+    fn to_params(&self) -> SimParams {
+        SimParams {
+            seed: self.seed,
+            start_block: self.start_block,
+            history: self.history,
+            block_interval_ms: self.block_interval_ms,
+            txs_per_block: self.txs_per_block,
+            ..SimParams::default()
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct DemoArgs {
+    /// Blocks the simulated node has already produced; the daemon catches them all up.
+    #[arg(long, default_value_t = 3000)]
+    history: u64,
+    /// Average transactions per simulated block.
+    #[arg(long, default_value_t = 300)]
+    txs_per_block: u32,
+    /// Time between simulated blocks.
+    #[arg(long, default_value_t = 3000)]
+    block_interval_ms: u64,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    seconds: Option<u64>,
+}
+
+/// Exit codes: 0 fine, 1 failed while running, 2 refused to start (bad config or arguments).
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run => run(cli.config).await,
+            Command::Sim(args) => sim(args).await,
+            Command::Demo(args) => demo(cli.config, args).await,
+        }
+    })
+}
+
+fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
+    Config::load(file.as_deref()).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(config_file: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config_file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    tron_actors::telemetry::init_logs(&config.log.format, &config.log.level);
+    follow(&config, shutdown_signal()).await
+}
+
+/// Runs the daemon until `stop` resolves (graceful shutdown, exit 0) or the tree gives up.
+async fn follow(config: &Config, stop: impl std::future::Future<Output = ()>) -> ExitCode {
+    let client = match TronClient::new(config.client_config()) {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("error: node: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing::info!(
+        node = %config.node.url,
+        redis = %config.redis.url,
+        prefix = %config.redis.prefix,
+        start_block = ?config.sync.start_block,
+        "Starting tron-actors"
+    );
+    let mut daemon = match DaemonHandle::start(config, Arc::new(client)).await {
+        Ok(daemon) => daemon,
+        Err(error) => {
+            tracing::error!(%error, "Could not start");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    tokio::select! {
+        _ = stop => {
+            tracing::info!("Shutting down: finishing in-flight blocks");
+            match daemon.shutdown().await {
+                Ok(()) => {
+                    tracing::info!("Stopped cleanly");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    tracing::error!(%error, "Shutdown failed");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }
+        error = daemon.wait() => {
+            tracing::error!(%error, "Exiting");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+async fn sim(args: SimArgs) -> ExitCode {
+    tron_actors::telemetry::init_logs("auto", "info");
+    match tron_actors::sim::serve_until(
+        args.to_params(),
+        args.faults.to_faults(),
+        args.listen,
+        shutdown_signal(),
+    )
+    .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> ExitCode {
+    let mut config = match load_config(config_file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    tron_actors::telemetry::init_logs(&config.log.format, &config.log.level);
+    match tron_actors::demo::prepare(
+        &mut config,
+        args.history,
+        args.txs_per_block,
+        args.block_interval_ms,
+    )
+    .await
+    {
+        Ok(demo) => {
+            let stop = async {
+                match args.seconds {
+                    Some(seconds) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(std::time::Duration::from_secs(seconds)) => {},
+                            _ = shutdown_signal() => {},
+                        }
+                    }
+                    None => shutdown_signal().await,
+                }
+            };
+            let code = tokio::select! {
+                code = follow(&config, stop) => code,
+                _ = demo.report_progress() => ExitCode::SUCCESS,
+            };
+            demo.finish().await;
+            code
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}

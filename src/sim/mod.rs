@@ -1,1 +1,42 @@
-//! The simulated TRON node.
+//! The simulated TRON node: a java-tron look-alike that tests, the demo and the benchmark run
+//! against.
+//!
+//! Layout:
+//! - `rng`: the deterministic PRNG every choice comes from;
+//! - [`model`]: what a block's transactions *are*, a pure function of (seed, number);
+//! - `json`: the node's JSON for a block and its transaction infos, rendered from the model;
+//! - `expected`: the events a block must yield (docs/EVENTS.md), rendered from the same model,
+//!   independently of the JSON, so that a decoder can be checked against it;
+//! - [`chain`]: which blocks exist (a head moving with time), forks, a small render cache;
+//! - [`faults`]: what can go wrong (errors, 429 penalties, resets, lying answers, ...);
+//! - [`server`]: the HTTP endpoints under `/wallet`, `/walletsolidity` and `/sim`.
+
+pub mod chain;
+mod expected;
+pub mod faults;
+mod json;
+pub mod model;
+mod rng;
+pub mod server;
+
+#[cfg(test)]
+mod tests;
+
+pub use chain::{SimChain, SimParams, SOLID_LAG};
+pub use faults::{parse_block_list, SimFaults};
+pub use server::{serve_forever, serve_until, spawn, SimHandle};
+
+/// Why the simulated node cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("invalid simulator settings: {0}")]
+    InvalidParams(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("simulated node server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}

@@ -164,6 +164,33 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    /// Deletes every key under the prefix (the demo starts clean); returns how many.
+    pub async fn delete_all_keys(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        // Braces are not special in Redis glob patterns; a prefix with * ? [ ] would need escaping.
+        let pattern = format!("{}:*", self.keys.prefix);
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if !keys.is_empty() {
+                removed += conn.del::<_, u64>(&keys).await.map_err(unavailable)?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
     /// Every dead letter, lowest block first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let mut conn = self.conn.clone();

@@ -153,3 +153,137 @@ pub fn expected_fields(block: &Block) -> Vec<HashMap<String, String>> {
         })
         .collect()
 }
+
+/// A simulated node whose head only moves when the test says so.
+pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_actors::sim::SimHandle {
+    let params = tron_actors::sim::SimParams {
+        seed: 7,
+        history,
+        txs_per_block,
+        frozen: true,
+        genesis_ms: Some(1_700_000_000_000),
+        ..Default::default()
+    };
+    tron_actors::sim::spawn(
+        params,
+        tron_actors::sim::SimFaults::none(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap()
+}
+
+/// The config a test daemon runs with: the given node and Redis, fast polls, everything else
+/// as shipped. `extra` are more `key = value` overrides.
+pub fn test_config(
+    node_url: &str,
+    redis_url: &str,
+    extra: &[(&str, &str)],
+) -> tron_actors::config::Config {
+    use figment::providers::Serialized;
+    let mut figment = tron_actors::config::Config::figment(None)
+        .merge(Serialized::default("node.url", node_url))
+        .merge(Serialized::default("redis.url", redis_url))
+        .merge(Serialized::default("sync.poll_in_sync_ms", 50))
+        .merge(Serialized::default("sync.poll_after_block_ms", 50))
+        .merge(Serialized::default("sync.idle_ms", 50))
+        .merge(Serialized::default("shutdown.grace_ms", 5000));
+    for (key, value) in extra {
+        let value: figment::value::Value = value
+            .parse::<i64>()
+            .map(Into::into)
+            .unwrap_or_else(|_| (*value).into());
+        figment = figment.merge(Serialized::default(key, value));
+    }
+    tron_actors::config::Config::from_figment(figment).unwrap()
+}
+
+/// Starts the daemon in this process against `config`.
+pub async fn start_daemon(
+    config: &tron_actors::config::Config,
+) -> tron_actors::daemon::DaemonHandle {
+    let client = tron_actors::tron::TronClient::new(config.client_config()).unwrap();
+    tron_actors::daemon::DaemonHandle::start(config, std::sync::Arc::new(client))
+        .await
+        .unwrap()
+}
+
+/// Asserts that the stream holds exactly the blocks `from..=to`, each once, each with exactly
+/// the events the simulated node says it holds, contiguous and in order within the block.
+pub async fn assert_exactly_once(
+    redis: &TestRedis,
+    sim: &tron_actors::sim::SimHandle,
+    from: u64,
+    to: u64,
+) -> Vec<Entry> {
+    let mut conn = redis.conn().await;
+    let entries = read_stream(&mut conn, "{tron}:events").await;
+    let blocks = by_block(&entries);
+    let mut expected_events = 0;
+    for number in from..=to {
+        let expected = sim.chain().expected_block(number).unwrap();
+        expected_events += expected.events.len();
+        let got = blocks.get(&number).cloned().unwrap_or_default();
+        assert_eq!(
+            got.len(),
+            expected.events.len(),
+            "block {number}: {} events in the stream, {} expected",
+            got.len(),
+            expected.events.len()
+        );
+        assert_eq!(
+            got,
+            expected_fields(&expected),
+            "block {number}: events differ"
+        );
+    }
+    let outside: Vec<u64> = blocks
+        .keys()
+        .copied()
+        .filter(|b| *b < from || *b > to)
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "blocks outside {from}..={to} in the stream: {outside:?}"
+    );
+    assert_eq!(
+        entries.len(),
+        expected_events,
+        "duplicated or extra entries"
+    );
+    // A block's events are contiguous: one atomic commit each.
+    let mut seen = std::collections::HashSet::new();
+    let mut previous = None;
+    for entry in &entries {
+        let block: u64 = field_map(entry)["block"].parse().unwrap();
+        if previous != Some(block) {
+            assert!(seen.insert(block), "block {block} is split in the stream");
+            previous = Some(block);
+        }
+    }
+    entries
+}
+
+/// Waits until blocks `from..=to` are all marked done.
+pub async fn wait_done(store: &RedisStore, from: u64, to: u64, limit: Duration) {
+    wait_until(limit, &format!("blocks {from}..={to} done"), || async {
+        let mut conn = store.connection();
+        let count: u64 = redis::cmd("BITCOUNT")
+            .arg(store.keys().done())
+            .arg(from / 8)
+            .arg(to / 8)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(0);
+        if count < to - from + 1 {
+            return false;
+        }
+        for block in from..=to {
+            if !store.is_done(block).await.unwrap_or(false) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}

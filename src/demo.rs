@@ -1,0 +1,149 @@
+//! `tron-actors demo`: everything needed to see the daemon work, on one machine, with nothing
+//! but a Rust toolchain and redis-server: the simulated node with a history to catch up, a Redis
+//! (the configured one when it answers, else a private redis-server), and progress lines.
+
+use crate::config::Config;
+use crate::local_redis::{is_reachable, LocalRedis, LocalRedisError};
+use crate::sim::{SimFaults, SimHandle, SimParams};
+use crate::store::RedisStore;
+use actors::store::{Queue, Store};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The demo writes under its own prefix so it never touches a real deployment's keys.
+pub const DEMO_PREFIX: &str = "{tron-demo}";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("simulated node: {0}")]
+    Sim(#[from] crate::sim::SimError),
+    #[error("{0}")]
+    Redis(#[from] LocalRedisError),
+    #[error("redis: {0}")]
+    Store(#[from] actors::store::StoreError),
+    #[error("cannot create a directory for the private redis-server: {0}")]
+    TempDir(std::io::Error),
+}
+
+pub struct Demo {
+    sim: SimHandle,
+    redis: Option<(LocalRedis, std::path::PathBuf)>,
+    store: RedisStore,
+    first_block: u64,
+}
+
+/// Starts the simulated node and a Redis, and points `config` at them.
+pub async fn prepare(
+    config: &mut Config,
+    history: u64,
+    txs_per_block: u32,
+    block_interval_ms: u64,
+) -> Result<Demo, DemoError> {
+    let params = SimParams {
+        history,
+        txs_per_block,
+        block_interval_ms,
+        ..SimParams::default()
+    };
+    let first_block = params.start_block;
+    let sim = crate::sim::spawn(
+        params,
+        SimFaults::none(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await?;
+    let redis = if is_reachable(&config.redis.url).await {
+        tracing::info!(redis = %config.redis.url, prefix = DEMO_PREFIX, "Using the Redis that answers at redis.url");
+        None
+    } else {
+        let dir = std::env::temp_dir().join(format!("tron-actors-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(DemoError::TempDir)?;
+        let server = LocalRedis::start_on_free_port(&dir, true).await?;
+        tracing::info!(redis = %server.url(), dir = %dir.display(), "No Redis at redis.url; started a private redis-server");
+        config.redis.url = server.url();
+        Some((server, dir))
+    };
+    config.redis.prefix = DEMO_PREFIX.to_string();
+    config.node.url = sim.url();
+    config.sync.start_block = Some(first_block);
+    let store = RedisStore::new(&config.store_config())?;
+    let removed = store.delete_all_keys().await?;
+    if removed > 0 {
+        tracing::info!(
+            keys = removed,
+            prefix = DEMO_PREFIX,
+            "Cleared the previous demo's keys"
+        );
+    }
+    tracing::info!(
+        node = %sim.url(),
+        from = first_block,
+        head = sim.chain().head(),
+        stream = %store.keys().events(),
+        "Demo ready: catching up the simulated history, then following the head. Read the events with: redis-cli -u {} XREVRANGE '{}' + - COUNT 5",
+        config.redis.url,
+        store.keys().events()
+    );
+    Ok(Demo {
+        sim,
+        redis,
+        store,
+        first_block,
+    })
+}
+
+impl Demo {
+    /// Logs progress every 5 s; never returns.
+    pub async fn report_progress(&self) {
+        let started = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let head = self.sim.chain().head();
+            let snapshot = async {
+                let last = self.store.last_synced().await?;
+                let backlog = self.store.queue_len(Queue::Backlog).await?;
+                let priority = self.store.queue_len(Queue::Priority).await?;
+                let stats = self.store.stats().await?;
+                Ok::<_, actors::store::StoreError>((last, backlog, priority, stats))
+            }
+            .await;
+            match snapshot {
+                Ok((last, backlog, priority, stats)) => {
+                    let blocks: u64 = stats
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("blocks:"))
+                        .map(|(_, v)| v)
+                        .sum();
+                    let events: u64 = stats
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("events:"))
+                        .map(|(_, v)| v)
+                        .sum();
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    tracing::info!(
+                        head,
+                        last_synced = last.unwrap_or(0),
+                        blocks_published = blocks,
+                        blocks_to_go = (head + 1)
+                            .saturating_sub(self.first_block)
+                            .saturating_sub(blocks),
+                        events_published = events,
+                        backlog,
+                        priority,
+                        blocks_per_s = format!("{:.0}", blocks as f64 / secs),
+                        "Progress"
+                    );
+                }
+                Err(error) => tracing::warn!(%error, "Cannot read progress"),
+            }
+        }
+    }
+
+    pub async fn finish(self) {
+        let _ = self.sim.shutdown().await;
+        if let Some((mut redis, dir)) = self.redis {
+            redis.kill().await;
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

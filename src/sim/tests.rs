@@ -1,0 +1,932 @@
+//! Tests of the simulated node: the chain model and its two renderings, then the server over
+//! real HTTP on 127.0.0.1:0.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+
+use actors::model::{Block, Event, EventBody};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::model::TxKind;
+use super::*;
+use crate::tron::address::{hex_to_base58, topic_to_base58};
+
+const START: u64 = 1_000;
+/// A multiple of 3000, as mainnet timestamps are.
+const GENESIS: u64 = 1_700_000_001_000;
+
+fn params(seed: u64, txs: u32) -> SimParams {
+    SimParams {
+        seed,
+        start_block: START,
+        history: 200,
+        txs_per_block: txs,
+        genesis_ms: Some(GENESIS),
+        frozen: true,
+        ..SimParams::default()
+    }
+}
+
+fn chain(seed: u64, txs: u32) -> SimChain {
+    SimChain::new(params(seed, txs)).unwrap()
+}
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+// ---- an independent decoder, straight from docs/EVENTS.md, to check the JSON against the model
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    crate::tron::address::hex_to_bytes(s).unwrap()
+}
+
+/// Decimal of a big-endian unsigned number of any size.
+fn decimal(bytes: &[u8]) -> String {
+    let mut digits = vec![0u8]; // little-endian decimal digits
+    for &b in bytes {
+        let mut carry = u32::from(b);
+        for d in digits.iter_mut() {
+            let v = u32::from(*d) * 256 + carry;
+            *d = (v % 10) as u8;
+            carry = v / 10;
+        }
+        while carry > 0 {
+            digits.push((carry % 10) as u8);
+            carry /= 10;
+        }
+    }
+    while digits.len() > 1 && digits.last() == Some(&0) {
+        digits.pop();
+    }
+    digits.iter().rev().map(|d| char::from(b'0' + d)).collect()
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn decode(block: &Value, infos: &Value) -> Block {
+    let raw = &block["block_header"]["raw_data"];
+    let header = actors::model::BlockHeader {
+        number: num(raw, "number"),
+        hash: text(block, "blockID"),
+        parent_hash: text(raw, "parentHash"),
+        timestamp_ms: num(raw, "timestamp"),
+    };
+    let txs = block
+        .get("transactions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let infos = infos.as_array().unwrap();
+    assert_eq!(txs.len(), infos.len());
+    let mut events = Vec::new();
+    for (tx, info) in txs.iter().zip(infos) {
+        let id = text(tx, "txID");
+        assert_eq!(id, text(info, "id"));
+        let ret = text(&tx["ret"][0], "contractRet");
+        if (!ret.is_empty() && ret != "SUCCESS") || text(info, "result") == "FAILED" {
+            continue;
+        }
+        let push = |events: &mut Vec<Event>, suffix: String, body| {
+            events.push(Event {
+                uid: format!("{id}_{suffix}"),
+                tx: id.clone(),
+                body,
+            })
+        };
+        let contract = &tx["raw_data"]["contract"][0];
+        let value = &contract["parameter"]["value"];
+        let b58 = |key: &str| hex_to_base58(&text(value, key)).unwrap();
+        match contract["type"].as_str().unwrap() {
+            "TransferContract" => push(
+                &mut events,
+                "trx".into(),
+                EventBody::TrxTransfer {
+                    from: b58("owner_address"),
+                    to: b58("to_address"),
+                    value: num(value, "amount").to_string(),
+                },
+            ),
+            "TransferAssetContract" => push(
+                &mut events,
+                "trc10".into(),
+                EventBody::Trc10Transfer {
+                    from: b58("owner_address"),
+                    to: b58("to_address"),
+                    value: num(value, "amount").to_string(),
+                    token: String::from_utf8(hex_bytes(&text(value, "asset_name"))).unwrap(),
+                },
+            ),
+            "TriggerSmartContract" if num(value, "call_value") > 0 => push(
+                &mut events,
+                "trx".into(),
+                EventBody::TrxTransfer {
+                    from: b58("owner_address"),
+                    to: b58("contract_address"),
+                    value: num(value, "call_value").to_string(),
+                },
+            ),
+            _ => {}
+        }
+        let logs = info
+            .get("log")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (i, log) in logs.iter().enumerate() {
+            let contract = hex_to_base58(&text(log, "address")).unwrap();
+            let topics: Vec<String> = log
+                .get("topics")
+                .and_then(Value::as_array)
+                .map(|t| t.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default();
+            let data = text(log, "data");
+            let t0 = topics.first().map(String::as_str).unwrap_or("");
+            let transfer = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef";
+            let approval = "8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925";
+            let body = if t0 == transfer && topics.len() == 3 && data.len() == 64 {
+                EventBody::Trc20Transfer {
+                    contract,
+                    from: topic_to_base58(&topics[1]).unwrap(),
+                    to: topic_to_base58(&topics[2]).unwrap(),
+                    value: decimal(&hex_bytes(&data)),
+                }
+            } else if t0 == transfer && topics.len() == 4 && data.is_empty() {
+                EventBody::Trc721Transfer {
+                    contract,
+                    from: topic_to_base58(&topics[1]).unwrap(),
+                    to: topic_to_base58(&topics[2]).unwrap(),
+                    token_id: decimal(&hex_bytes(&topics[3])),
+                }
+            } else if t0 == approval && topics.len() == 3 && data.len() == 64 {
+                EventBody::Approval {
+                    contract,
+                    owner: topic_to_base58(&topics[1]).unwrap(),
+                    spender: topic_to_base58(&topics[2]).unwrap(),
+                    value: decimal(&hex_bytes(&data)),
+                }
+            } else {
+                EventBody::Log {
+                    contract,
+                    topics,
+                    data,
+                }
+            };
+            push(&mut events, i.to_string(), body);
+        }
+        let internals = info
+            .get("internal_transactions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (j, internal) in internals.iter().enumerate() {
+            if internal.get("rejected").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            let values = internal["callValueInfo"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for (k, cv) in values.iter().enumerate() {
+                let amount = num(cv, "callValue");
+                if amount == 0 {
+                    continue;
+                }
+                let suffix = if k == 0 {
+                    format!("int{j}")
+                } else {
+                    format!("int{j}.{k}")
+                };
+                push(
+                    &mut events,
+                    suffix,
+                    EventBody::InternalTransfer {
+                        from: hex_to_base58(&text(internal, "caller_address")).unwrap(),
+                        to: hex_to_base58(&text(internal, "transferTo_address")).unwrap(),
+                        value: amount.to_string(),
+                        token: cv
+                            .get("tokenId")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                    },
+                );
+            }
+        }
+    }
+    Block { header, events }
+}
+
+// ---- the chain model and its renderings
+
+#[test]
+fn same_seed_same_block_different_seed_different_block() {
+    let (a, b, c) = (chain(7, 50), chain(7, 50), chain(8, 50));
+    for n in [START, START + 1, START + 150] {
+        assert_eq!(a.block_json(n), b.block_json(n));
+        assert_eq!(a.infos_json(n), b.infos_json(n));
+        assert_eq!(a.expected_block(n), b.expected_block(n));
+        assert_ne!(a.block_json(n), c.block_json(n));
+        assert_ne!(a.expected_block(n), c.expected_block(n));
+    }
+    // Generated alone or after others, a block is the same: content depends on nothing else.
+    let fresh = chain(7, 50);
+    assert_eq!(fresh.block_json(START + 150), a.block_json(START + 150));
+}
+
+#[test]
+fn blocks_outside_the_chain_do_not_exist() {
+    let c = chain(1, 10);
+    let head = c.head();
+    assert_eq!(head, START + 199);
+    assert!(c.block_json(START - 1).is_none());
+    assert!(c.block_json(head + 1).is_none());
+    assert!(c.expected_block(head + 1).is_none());
+    assert!(c.block_json(head).is_some());
+    c.advance(2);
+    assert_eq!(c.head(), head + 2);
+    assert!(c.expected_block(head + 2).is_some());
+}
+
+#[test]
+fn block_ids_timestamps_and_parent_hashes_chain_up() {
+    let c = chain(3, 5);
+    let mut previous: Option<String> = None;
+    for n in START..START + 40 {
+        let block = parse(&c.block_json(n).unwrap());
+        let id = text(&block, "blockID");
+        assert_eq!(id.len(), 64);
+        assert_eq!(&id[..16], format!("{n:016x}"));
+        let raw = &block["block_header"]["raw_data"];
+        assert_eq!(num(raw, "number"), n);
+        let ts = num(raw, "timestamp");
+        assert_eq!(ts, GENESIS + (n - START) * 3000);
+        assert_eq!(ts % 3000, 0);
+        if let Some(previous) = &previous {
+            assert_eq!(&text(raw, "parentHash"), previous);
+        }
+        let expected = c.expected_block(n).unwrap();
+        assert_eq!(expected.header.hash, id);
+        assert_eq!(expected.header.parent_hash, text(raw, "parentHash"));
+        assert_eq!(expected.header.timestamp_ms, ts);
+        previous = Some(id);
+    }
+}
+
+#[test]
+fn auto_genesis_puts_the_head_at_now() {
+    let c = SimChain::new(SimParams {
+        txs_per_block: 1,
+        ..SimParams::default()
+    })
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let head_ts = c.timestamp_of(c.head());
+    assert!(head_ts <= now && now - head_ts < 6000, "{head_ts} vs {now}");
+    assert_eq!(head_ts % 3000, 0);
+}
+
+#[test]
+fn json_decodes_to_exactly_the_expected_events() {
+    let c = chain(11, 300);
+    for n in START..START + 30 {
+        let decoded = decode(
+            &parse(&c.block_json(n).unwrap()),
+            &parse(&c.infos_json(n).unwrap()),
+        );
+        assert_eq!(decoded, c.expected_block(n).unwrap(), "block {n}");
+    }
+}
+
+#[test]
+fn empty_blocks_have_no_transactions_key_and_no_infos() {
+    let c = chain(5, 20);
+    let empty: Vec<u64> = (START..START + 200)
+        .filter(|&n| c.block(n).unwrap().txs.is_empty())
+        .collect();
+    assert!(
+        (2..=25).contains(&empty.len()),
+        "{} empty blocks of 200",
+        empty.len()
+    );
+    for n in empty {
+        let block = parse(&c.block_json(n).unwrap());
+        assert!(block.get("transactions").is_none());
+        assert_eq!(c.infos_json(n).unwrap(), "[]");
+        assert!(c.expected_block(n).unwrap().events.is_empty());
+    }
+}
+
+#[test]
+fn tx_counts_vary_around_the_average_and_ids_are_unique() {
+    let c = chain(9, 300);
+    let mut ids = HashSet::new();
+    for n in START..START + 20 {
+        let block = c.block(n).unwrap();
+        let count = block.txs.len();
+        assert!(count == 0 || (240..=360).contains(&count), "{count}");
+        for tx in &block.txs {
+            assert!(ids.insert(tx.id), "duplicate tx id in block {n}");
+        }
+    }
+}
+
+#[test]
+fn the_mix_has_every_kind_and_trc20_dominates() {
+    let c = chain(13, 300);
+    let mut labels = std::collections::HashMap::<&str, usize>::new();
+    let mut kinds = BTreeSet::new();
+    let mut uid_forms = BTreeSet::new();
+    let mut total = 0;
+    for n in START..START + 10 {
+        for tx in c.block(n).unwrap().txs {
+            *labels.entry(tx.kind.label()).or_default() += 1;
+            total += 1;
+        }
+        for event in c.expected_block(n).unwrap().events {
+            kinds.insert(event.body.kind());
+            let suffix = event.uid.rsplit('_').next().unwrap().to_string();
+            let form = if suffix.contains('.') {
+                "intJ.K"
+            } else if suffix.starts_with("int") {
+                "intJ"
+            } else if suffix.parse::<u32>().is_ok() {
+                "logI"
+            } else {
+                if suffix == "trx" || suffix == "trc10" {
+                    uid_forms.insert(suffix.clone());
+                }
+                continue;
+            };
+            uid_forms.insert(form.to_string());
+            if let EventBody::InternalTransfer { token: Some(_), .. } = event.body {
+                uid_forms.insert("internal_trc10".to_string());
+            }
+        }
+    }
+    for label in [
+        "trx",
+        "trc10",
+        "trc20",
+        "approval",
+        "trc721",
+        "call",
+        "call_with_value",
+        "failed_revert",
+        "failed_out_of_energy",
+        "FreezeBalanceV2Contract",
+        "UnfreezeBalanceV2Contract",
+        "VoteWitnessContract",
+        "DelegateResourceContract",
+        "WithdrawExpireUnfreezeContract",
+        "AccountCreateContract",
+    ] {
+        assert!(labels.contains_key(label), "no {label} in {labels:?}");
+    }
+    let share = labels["trc20"] as f64 / total as f64;
+    assert!((0.55..0.65).contains(&share), "trc20 share {share}");
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "approval",
+            "internal_transfer",
+            "log",
+            "trc10_transfer",
+            "trc20_transfer",
+            "trc721_transfer",
+            "trx_transfer"
+        ]
+    );
+    for form in ["trx", "trc10", "logI", "intJ", "intJ.K", "internal_trc10"] {
+        assert!(
+            uid_forms.contains(form),
+            "no uid form {form}: {uid_forms:?}"
+        );
+    }
+    // USDT is among the contracts, by its real address.
+    let usdt = hex_to_base58(model::USDT_HEX).unwrap();
+    assert_eq!(usdt, "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t");
+    let events = c.expected_block(START).unwrap().events;
+    assert!(events.iter().any(|e| matches!(
+        &e.body,
+        EventBody::Trc20Transfer { contract, .. } if *contract == usdt
+    )));
+}
+
+#[test]
+fn failed_transactions_say_so_and_yield_nothing() {
+    let c = chain(17, 300);
+    let mut seen = 0;
+    for n in START..START + 5 {
+        let block = c.block(n).unwrap();
+        let json = parse(&c.block_json(n).unwrap());
+        let infos = parse(&c.infos_json(n).unwrap());
+        let expected = c.expected_block(n).unwrap();
+        for (i, tx) in block.txs.iter().enumerate() {
+            let ret = text(&json["transactions"][i]["ret"][0], "contractRet");
+            let info = &infos[i];
+            if let TxKind::Failed { reason, .. } = &tx.kind {
+                seen += 1;
+                assert_eq!(ret, reason.contract_ret());
+                assert_eq!(text(info, "result"), "FAILED");
+                assert_eq!(text(&info["receipt"], "result"), reason.contract_ret());
+                assert!(!text(info, "resMessage").is_empty());
+                let id = crate::tron::address::bytes_to_hex(&tx.id);
+                assert!(expected.events.iter().all(|e| e.tx != id));
+            } else {
+                assert_eq!(ret, "SUCCESS");
+                assert!(info.get("result").is_none());
+                assert!(info.get("resMessage").is_none());
+            }
+        }
+    }
+    assert!(seen > 20, "{seen} failed txs");
+}
+
+/// Fields holding a default value are left out, at any depth. `contractResult: [""]` is a list
+/// with one (empty) element, which the node does print.
+fn assert_no_defaults(v: &Value, path: &str) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let here = format!("{path}.{k}");
+                let default = match v {
+                    Value::Null => true,
+                    Value::Bool(b) => !b,
+                    Value::Number(n) => n.as_u64() == Some(0),
+                    Value::String(s) => s.is_empty(),
+                    Value::Array(a) => a.is_empty(),
+                    Value::Object(o) => o.is_empty(),
+                };
+                assert!(!default, "default value at {here}: {v}");
+                assert_no_defaults(v, &here);
+            }
+        }
+        Value::Array(items) if path.ends_with("contractResult") => {
+            assert_eq!(items.len(), 1);
+        }
+        Value::Array(items) => {
+            for item in items {
+                assert_no_defaults(item, &format!("{path}[]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn default_valued_fields_are_left_out() {
+    let c = chain(19, 300);
+    let mut zero_amount = false;
+    let mut unknown_field = false;
+    for n in START..START + 20 {
+        let block = parse(&c.block_json(n).unwrap());
+        let infos = parse(&c.infos_json(n).unwrap());
+        assert_no_defaults(&block, "block");
+        assert_no_defaults(&infos, "infos");
+        for tx in block["transactions"].as_array().into_iter().flatten() {
+            let contract = &tx["raw_data"]["contract"][0];
+            if contract["type"] == "TransferContract"
+                && contract["parameter"]["value"].get("amount").is_none()
+            {
+                zero_amount = true;
+            }
+        }
+        unknown_field |= infos
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i.get("packingFee").is_some());
+        // Logs carry 20-byte addresses; everything else has the 41 prefix.
+        for info in infos.as_array().unwrap() {
+            for log in info
+                .get("log")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                assert_eq!(text(log, "address").len(), 40);
+            }
+            if let Some(address) = info.get("contract_address") {
+                assert!(address.as_str().unwrap().starts_with("41"));
+            }
+        }
+    }
+    assert!(
+        zero_amount,
+        "no TRX transfer of 0 (amount left out) in 20 blocks"
+    );
+    assert!(unknown_field, "no packingFee");
+}
+
+#[test]
+fn forks_serve_another_version_then_replace_it() {
+    let c = SimChain::new(SimParams {
+        fork_rate: 1.0,
+        max_fork_depth: 3,
+        ..params(23, 5)
+    })
+    .unwrap();
+    let (start, depth) = c.forks_between(START + 64, START + 100)[0];
+    assert!(start > START && (1..=3).contains(&depth));
+    // While the head is inside the fork, the node serves the orphan version.
+    let head = start + depth - 1;
+    let orphan = c.block_at(start, head).unwrap();
+    assert_eq!(orphan.version, 1);
+    // Its parent is the canonical block before the fork.
+    assert_eq!(orphan.parent_id, c.block_at(start - 1, head).unwrap().id);
+    // Once the head passes the fork, the canonical blocks replace it, and link up.
+    let after = start + depth;
+    let canonical = c.block_at(start, after).unwrap();
+    assert_eq!(canonical.version, 0);
+    assert_ne!(canonical.id, orphan.id);
+    let tip = c.block_at(after, after).unwrap();
+    assert_eq!(
+        tip.parent_id,
+        c.block_at(after - 1, after).unwrap().id,
+        "the new head links to the canonical chain"
+    );
+    if depth > 1 {
+        assert_ne!(tip.parent_id, c.block_at(after - 1, after - 1).unwrap().id);
+    }
+    // Irreversible blocks never change.
+    for n in start.saturating_sub(40)..start {
+        assert_eq!(c.version_at(n, n + SOLID_LAG), 0);
+    }
+    assert_ne!(
+        c.expected_block_at(start, head),
+        c.expected_block_at(start, after)
+    );
+}
+
+#[test]
+fn bad_params_are_refused_all_at_once() {
+    let err = SimChain::new(SimParams {
+        history: 0,
+        block_interval_ms: 0,
+        max_fork_depth: 25,
+        ..SimParams::default()
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    for word in ["history", "block_interval_ms", "max_fork_depth"] {
+        assert!(err.contains(word), "{err}");
+    }
+}
+
+// ---- the server, over real HTTP
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", &self.body[..self.body.len().min(200)]))
+    }
+}
+
+/// A bare HTTP/1.1 client: what a reset or a truncated body looks like is visible as is.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let body = body.unwrap_or("");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: sim\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no HTTP answer"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok(Reply {
+        status,
+        body: body.to_string(),
+    })
+}
+
+async fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
+    request(addr, "POST", path, Some(body)).await.unwrap()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, None).await.unwrap()
+}
+
+async fn start(faults: SimFaults) -> SimHandle {
+    spawn(params(29, 20), faults, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn blocks_and_infos_over_http() {
+    let sim = start(SimFaults::none()).await;
+    let addr = sim.addr();
+    assert!(sim.url().starts_with("http://127.0.0.1:"));
+    let head = sim.chain().head();
+
+    let now = post(addr, "/wallet/getnowblock", "").await.json();
+    assert_eq!(now["block_header"]["raw_data"]["number"], head);
+    let by_post = post(
+        addr,
+        "/wallet/getblockbynum",
+        &format!("{{\"num\": {head}}}"),
+    )
+    .await;
+    let by_get = get(addr, &format!("/wallet/getblockbynum?num={head}")).await;
+    assert_eq!(by_post.status, 200);
+    assert_eq!(by_post.body, by_get.body);
+    assert_eq!(by_post.json(), now);
+    assert_eq!(by_post.body, sim.chain().block_json(head).unwrap());
+
+    // Blocks not produced yet, and below the chain's start.
+    let future = post(
+        addr,
+        "/wallet/getblockbynum",
+        &format!("{{\"num\": {}}}", head + 1),
+    )
+    .await;
+    assert_eq!(future.body, "{}");
+    assert_eq!(
+        post(addr, "/wallet/getblockbynum", r#"{"num": 5}"#)
+            .await
+            .body,
+        "{}"
+    );
+    let infos = format!("{{\"num\": {}}}", head + 1);
+    assert_eq!(
+        post(addr, "/wallet/gettransactioninfobyblocknum", &infos)
+            .await
+            .body,
+        "[]"
+    );
+    for bad in ["0", "-1"] {
+        let reply = post(
+            addr,
+            "/wallet/gettransactioninfobyblocknum",
+            &format!("{{\"num\": {bad}}}"),
+        )
+        .await;
+        assert_eq!(reply.body, "{}");
+    }
+    let infos = get(
+        addr,
+        &format!("/wallet/gettransactioninfobyblocknum?num={head}"),
+    )
+    .await;
+    assert_eq!(infos.body, sim.chain().infos_json(head).unwrap());
+
+    // getblock: by number or id, with or without detail.
+    let id = now["blockID"].as_str().unwrap().to_string();
+    let full = post(
+        addr,
+        "/wallet/getblock",
+        &format!(r#"{{"id_or_num": "{head}", "detail": true}}"#),
+    )
+    .await;
+    assert_eq!(full.json(), now);
+    let header = post(
+        addr,
+        "/wallet/getblock",
+        &format!(r#"{{"id_or_num": "{id}"}}"#),
+    )
+    .await
+    .json();
+    assert!(header.get("transactions").is_none());
+    assert_eq!(header["blockID"], now["blockID"]);
+    let unknown = format!(r#"{{"id_or_num": "{}{}"}}"#, &id[..16], "0".repeat(48));
+    assert_eq!(post(addr, "/wallet/getblock", &unknown).await.body, "{}");
+
+    // getblockbylimitnext: [a, b), only what exists, nothing over 100.
+    let range = post(
+        addr,
+        "/wallet/getblockbylimitnext",
+        &format!(r#"{{"startNum": {}, "endNum": {}}}"#, head - 2, head + 5),
+    )
+    .await
+    .json();
+    let numbers: Vec<u64> = range["block"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["block_header"]["raw_data"]["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [head - 2, head - 1, head]);
+    let over = format!(r#"{{"startNum": {}, "endNum": {}}}"#, head - 150, head - 49);
+    assert_eq!(
+        post(addr, "/wallet/getblockbylimitnext", &over).await.body,
+        "{}"
+    );
+
+    // The solidity node stops 19 blocks behind.
+    let solid = get(addr, "/walletsolidity/getnowblock").await.json();
+    assert_eq!(
+        solid["block_header"]["raw_data"]["number"],
+        head - SOLID_LAG
+    );
+    let above = format!("{{\"num\": {}}}", head - 5);
+    assert_eq!(
+        post(addr, "/walletsolidity/getblockbynum", &above)
+            .await
+            .body,
+        "{}"
+    );
+    assert_eq!(
+        post(addr, "/walletsolidity/gettransactioninfobyblocknum", &above)
+            .await
+            .body,
+        "[]"
+    );
+
+    // Bad requests: java-tron's error bodies, with HTTP 200.
+    let missing = get(addr, "/wallet/getblockbynum").await;
+    assert_eq!(missing.status, 200);
+    assert!(missing.json()["Error"]
+        .as_str()
+        .unwrap()
+        .contains("NumberFormatException"));
+    let invalid = post(addr, "/wallet/getblockbynum", r#"{"num": "abc"}"#).await;
+    assert!(invalid.json()["Error"]
+        .as_str()
+        .unwrap()
+        .contains("For input string: \"abc\""));
+    let garbage = post(addr, "/wallet/getblockbynum", "not json").await;
+    assert!(garbage.json().get("Error").is_some());
+
+    // The test endpoints.
+    let expected = get(addr, &format!("/sim/expected?num={head}")).await;
+    let expected: Block = serde_json::from_str(&expected.body).unwrap();
+    assert_eq!(expected, sim.chain().expected_block(head).unwrap());
+    assert_eq!(
+        get(addr, &format!("/sim/expected?num={}", head + 1))
+            .await
+            .status,
+        404
+    );
+    let status = get(addr, "/sim/status").await.json();
+    assert_eq!(status["head"], head);
+    assert_eq!(status["requests"]["/wallet/getblockbynum"], 7);
+    let advanced = post(addr, "/sim/advance?blocks=3", "").await.json();
+    assert_eq!(advanced["head"], head + 3);
+
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_blocks_are_always_unparsable() {
+    let faults = SimFaults {
+        malformed_blocks: [START + 10, START + 11].into_iter().collect(),
+        ..SimFaults::none()
+    };
+    let sim = start(faults).await;
+    for n in [START + 10, START + 11] {
+        for _ in 0..2 {
+            let block = post(
+                sim.addr(),
+                "/wallet/getblockbynum",
+                &format!("{{\"num\": {n}}}"),
+            )
+            .await;
+            assert_eq!(block.status, 200);
+            assert!(
+                serde_json::from_str::<Value>(&block.body).is_err(),
+                "{}",
+                block.body
+            );
+            let path = format!("/wallet/gettransactioninfobyblocknum?num={n}");
+            let infos = get(sim.addr(), &path).await;
+            assert!(serde_json::from_str::<Value>(&infos.body).is_err());
+        }
+    }
+    let fine = post(
+        sim.addr(),
+        "/wallet/getblockbynum",
+        &format!("{{\"num\": {}}}", START + 12),
+    )
+    .await;
+    fine.json();
+    assert!(sim.fault_counts().contains(&("malformed", 8)));
+}
+
+#[tokio::test]
+async fn a_429_is_followed_by_a_penalty() {
+    let sim = start(SimFaults {
+        http_429_rate: 1.0,
+        ..SimFaults::none()
+    })
+    .await;
+    for _ in 0..3 {
+        let reply = post(sim.addr(), "/wallet/getnowblock", "").await;
+        assert_eq!(reply.status, 429);
+        assert!(reply.json()["Error"]
+            .as_str()
+            .unwrap()
+            .contains("frequency limit"));
+    }
+    let status = get(sim.addr(), "/sim/status").await.json();
+    assert_eq!(status["faults"]["http_429"], 1);
+    assert_eq!(status["faults"]["penalty_429"], 2);
+    assert!(status["penalty_left_ms"].as_u64().unwrap() > 25_000);
+}
+
+#[tokio::test]
+async fn lying_answers_and_resets() {
+    let sim = start(SimFaults {
+        empty_infos_rate: 1.0,
+        empty_block_rate: 1.0,
+        ..SimFaults::none()
+    })
+    .await;
+    let n = (START..START + 100)
+        .find(|&n| !sim.chain().block(n).unwrap().txs.is_empty())
+        .unwrap();
+    let num = format!("{{\"num\": {n}}}");
+    assert_eq!(
+        post(sim.addr(), "/wallet/getblockbynum", &num).await.body,
+        "{}"
+    );
+    assert_eq!(
+        post(sim.addr(), "/wallet/gettransactioninfobyblocknum", &num)
+            .await
+            .body,
+        "[]"
+    );
+    drop(sim);
+
+    let sim = start(SimFaults {
+        reset_rate: 1.0,
+        ..SimFaults::none()
+    })
+    .await;
+    let reply = request(sim.addr(), "POST", "/wallet/getnowblock", Some("")).await;
+    let error = reply.err().expect("a reset, not an answer");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    assert!(sim.fault_counts().contains(&("reset", 1)));
+
+    let sim = start(SimFaults {
+        truncate_rate: 1.0,
+        ..SimFaults::none()
+    })
+    .await;
+    let reply = post(sim.addr(), "/wallet/getnowblock", "").await;
+    assert_eq!(reply.status, 200);
+    assert!(serde_json::from_str::<Value>(&reply.body).is_err());
+}
+
+#[tokio::test]
+async fn slow_answers_and_node_errors() {
+    let sim = start(SimFaults {
+        slow_rate: 1.0,
+        slow_ms: 300,
+        ..SimFaults::none()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    post(sim.addr(), "/wallet/getnowblock", "").await.json();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+
+    let sim = start(SimFaults {
+        node_error_rate: 1.0,
+        ..SimFaults::none()
+    })
+    .await;
+    let reply = post(sim.addr(), "/wallet/getnowblock", "").await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.json()["Error"]
+        .as_str()
+        .unwrap()
+        .starts_with("class "));
+    // The test endpoints are never faulty.
+    assert_eq!(
+        get(sim.addr(), "/sim/status").await.json()["faults"]["node_error"],
+        1
+    );
+}
