@@ -8,3 +8,4 @@ pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod tron;
+pub mod verify;

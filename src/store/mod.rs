@@ -206,6 +206,35 @@ impl RedisStore {
         Ok(letters)
     }
 
+    /// Puts dead-lettered blocks back to work (all when `blocks` is empty); returns those moved.
+    pub async fn requeue_dead(&self, blocks: &[u64]) -> Result<Vec<u64>, StoreError> {
+        self.act_on_dead("requeue", blocks).await
+    }
+
+    /// Deletes dead letters (all when `blocks` is empty); returns those deleted.
+    pub async fn purge_dead(&self, blocks: &[u64]) -> Result<Vec<u64>, StoreError> {
+        self.act_on_dead("purge", blocks).await
+    }
+
+    async fn act_on_dead(&self, action: &str, blocks: &[u64]) -> Result<Vec<u64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.dead_letters.prepare_invoke();
+        invocation
+            .key(self.keys.dead())
+            .key(self.keys.attempts())
+            .arg(&self.keys.prefix)
+            .arg(action);
+        for block in blocks {
+            invocation.arg(*block);
+        }
+        let mut done: Vec<u64> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        done.sort_unstable();
+        Ok(done)
+    }
+
     /// Number of blocks in a queue.
     pub async fn queue_len(&self, queue: Queue) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();

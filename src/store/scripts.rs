@@ -187,6 +187,33 @@ end
 return #due
 "#;
 
+/// KEYS: dead, attempts. ARGV: prefix, 'requeue'|'purge', then blocks (none = all).
+/// Requeued blocks go back to the queue they came from with a fresh retry schedule.
+/// Returns the blocks acted on.
+const DEAD_LETTERS: &str = r#"
+local blocks = {}
+if #ARGV > 2 then
+  for i = 3, #ARGV do blocks[#blocks + 1] = ARGV[i] end
+else
+  blocks = redis.call('HKEYS', KEYS[1])
+end
+local out = {}
+for _, b in ipairs(blocks) do
+  local record = redis.call('HGET', KEYS[1], b)
+  if record then
+    if ARGV[2] == 'requeue' then
+      local path = cjson.decode(record)['path']
+      if path ~= 'backlog' then path = 'priority' end
+      redis.call('ZADD', ARGV[1] .. ':queue:' .. path, b, b)
+    end
+    redis.call('HDEL', KEYS[1], b)
+    redis.call('HDEL', KEYS[2], b)
+    out[#out + 1] = b
+  end
+end
+return out
+"#;
+
 /// Builds a script whose body may use `release_lease`: `LEASE`, `DEADLINE` and `PREFIX` are bound
 /// from the keys `<prefix>:lease`, `<prefix>:lease_deadline` and the prefix passed as
 /// `ARGV[prefix_arg]`.
@@ -207,6 +234,7 @@ pub(crate) struct Scripts {
     pub release: redis::Script,
     pub reap: redis::Script,
     pub promote: redis::Script,
+    pub dead_letters: redis::Script,
 }
 
 impl Scripts {
@@ -221,6 +249,7 @@ impl Scripts {
             release: redis::Script::new(&with_lease_helpers(1, RELEASE)),
             reap: redis::Script::new(&with_lease_helpers(1, REAP)),
             promote: redis::Script::new(PROMOTE),
+            dead_letters: redis::Script::new(DEAD_LETTERS),
         }
     }
 }
