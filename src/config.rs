@@ -92,6 +92,7 @@ pub struct SyncConfig {
     pub idle_ms: u64,
     pub poll_in_sync_ms: u64,
     pub poll_after_block_ms: u64,
+    pub maintain_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -283,7 +284,7 @@ impl Config {
             idle: Duration::from_millis(sync.idle_ms),
             poll_in_sync: Duration::from_millis(sync.poll_in_sync_ms),
             poll_after_block: Duration::from_millis(sync.poll_after_block_ms),
-            maintain_every: Duration::from_secs(1).min(lease / 4),
+            maintain_every: Duration::from_millis(sync.maintain_ms).min(lease / 4),
             retry_delays_ms: actors::retry::delays_ms(self.retry.delay_scale),
             restart_max: self.supervisor.restart_max,
             restart_window: Duration::from_millis(self.supervisor.restart_window_ms),

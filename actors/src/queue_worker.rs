@@ -10,6 +10,22 @@ use crate::services::{spawn_heartbeat, AbortOnDrop, Services};
 use crate::store::{Path, Queue};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_up_to_five_seconds() {
+        let base = Duration::from_millis(500);
+        assert_eq!(backoff(base, 1), base);
+        assert_eq!(backoff(base, 2), Duration::from_secs(1));
+        assert_eq!(backoff(base, 4), Duration::from_secs(4));
+        assert_eq!(backoff(base, 5), Duration::from_secs(5));
+        assert_eq!(backoff(base, 100), Duration::from_secs(5));
+    }
+}
+
 pub struct QueueWorker {
     pub services: Services,
     pub slot: String,
@@ -78,12 +94,21 @@ impl QueueWorker {
     }
 }
 
+/// `base` doubled per failure in a row, at most 5 s: no busy loop while Redis is away, and a
+/// prompt return when it is back.
+pub fn backoff(base: std::time::Duration, failures: u32) -> std::time::Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(8);
+    (base * factor).min(std::time::Duration::from_secs(5))
+}
+
 pub enum WorkerMsg {
     Work,
 }
 
 pub struct WorkerState {
     resumed: bool,
+    /// Rounds failed in a row, for the backoff while the store or node is away.
+    failures: u32,
     _heartbeat: AbortOnDrop,
 }
 
@@ -100,6 +125,7 @@ impl Actor for QueueWorker {
         myself.send_message(WorkerMsg::Work)?;
         Ok(WorkerState {
             resumed: false,
+            failures: 0,
             _heartbeat: spawn_heartbeat(&self.services, self.slot.clone()),
         })
     }
@@ -117,12 +143,21 @@ impl Actor for QueueWorker {
                 }
                 match self.step(state).await {
                     Ok(0) => {
+                        state.failures = 0;
                         myself.send_after(self.services.settings.idle, || WorkerMsg::Work);
                     }
-                    Ok(_) => myself.send_message(WorkerMsg::Work)?,
+                    Ok(_) => {
+                        state.failures = 0;
+                        myself.send_message(WorkerMsg::Work)?
+                    }
                     Err(error) => {
-                        tracing::warn!(slot = %self.slot, %error, "Queue work failed, backing off");
-                        myself.send_after(self.services.settings.idle, || WorkerMsg::Work);
+                        state.failures = state.failures.saturating_add(1);
+                        // Blocks of the failed batch are still leased to this slot: take them
+                        // up first next round instead of waiting for their leases to expire.
+                        state.resumed = false;
+                        let wait = backoff(self.services.settings.idle, state.failures);
+                        tracing::warn!(slot = %self.slot, %error, retry_in_ms = wait.as_millis() as u64, "Queue work failed, backing off");
+                        myself.send_after(wait, || WorkerMsg::Work);
                     }
                 }
             }

@@ -2,6 +2,7 @@
 //! head block itself when the coordinator leased it to the tip slot.
 
 use crate::job::{finish_block, work_batch};
+use crate::queue_worker::backoff;
 use crate::services::{spawn_heartbeat, AbortOnDrop, Services};
 use crate::store::Path;
 use crate::sync_coordinator::CoordinatorMsg;
@@ -23,6 +24,7 @@ pub enum TipMsg {
 pub struct TipState {
     /// Leases the slot held before this instance started are processed first.
     resumed: bool,
+    failures: u32,
     _heartbeat: AbortOnDrop,
 }
 
@@ -94,6 +96,7 @@ impl Actor for TipWatcher {
         myself.send_message(TipMsg::Poll)?;
         Ok(TipState {
             resumed: false,
+            failures: 0,
             _heartbeat: spawn_heartbeat(&self.services, self.slot.clone()),
         })
     }
@@ -110,10 +113,17 @@ impl Actor for TipWatcher {
                     return Ok(());
                 }
                 let wait = match self.poll(state).await {
-                    Ok(wait) => wait,
+                    Ok(wait) => {
+                        state.failures = 0;
+                        wait
+                    }
                     Err(error) => {
-                        tracing::warn!(%error, "Tip work failed, the lease stays and is retried");
-                        self.services.settings.idle
+                        // The block stays leased to this slot: resume it first next round.
+                        state.resumed = false;
+                        state.failures = state.failures.saturating_add(1);
+                        let wait = backoff(self.services.settings.idle, state.failures);
+                        tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "Tip work failed, the lease stays and is retried");
+                        wait
                     }
                 };
                 myself.send_after(wait, || TipMsg::Poll);

@@ -547,7 +547,9 @@ impl TronClient {
         for number in start..end {
             let body = match &mut bodies {
                 None => None,
-                Some(Err(error)) => Some(Err(error.clone())),
+                // One bad block spoils a whole range answer: fetch each on its own, so only
+                // the bad one fails.
+                Some(Err(_)) => None,
                 Some(Ok(blocks)) => match blocks.remove(&number) {
                     Some(block) => Some(Ok(block)),
                     // Left out of the answer though it exists: ask for it on its own.

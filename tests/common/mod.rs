@@ -189,10 +189,11 @@ pub fn test_config(
         .merge(Serialized::default("sync.idle_ms", 50))
         .merge(Serialized::default("shutdown.grace_ms", 5000));
     for (key, value) in extra {
-        let value: figment::value::Value = value
-            .parse::<i64>()
-            .map(Into::into)
-            .unwrap_or_else(|_| (*value).into());
+        let value: figment::value::Value = match (value.parse::<i64>(), value.parse::<f64>()) {
+            (Ok(int), _) => int.into(),
+            (_, Ok(float)) => float.into(),
+            _ => (*value).into(),
+        };
         figment = figment.merge(Serialized::default(key, value));
     }
     tron_actors::config::Config::from_figment(figment).unwrap()
@@ -286,4 +287,63 @@ pub async fn wait_done(store: &RedisStore, from: u64, to: u64, limit: Duration) 
         true
     })
     .await;
+}
+
+/// The daemon as a separate process (the real binary), configured by environment variables
+/// only, as a container runs it.
+pub struct DaemonProcess {
+    pub child: tokio::process::Child,
+}
+
+impl DaemonProcess {
+    pub fn spawn(node_url: &str, redis_url: &str, extra_env: &[(&str, &str)]) -> DaemonProcess {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tron-actors"));
+        command
+            .arg("run")
+            .env("TRON_ACTORS_NODE__URL", node_url)
+            .env("TRON_ACTORS_REDIS__URL", redis_url)
+            .env("TRON_ACTORS_SYNC__POLL_IN_SYNC_MS", "50")
+            .env("TRON_ACTORS_SYNC__POLL_AFTER_BLOCK_MS", "50")
+            .env("TRON_ACTORS_SYNC__IDLE_MS", "50")
+            .env("TRON_ACTORS_LOG__FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        DaemonProcess {
+            child: command.spawn().unwrap(),
+        }
+    }
+
+    /// SIGKILL, as a crash or power loss would.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("the daemon did not exit after SIGTERM")
+            .unwrap()
+    }
+}
+
+/// How many blocks in `from..=to` are done.
+pub async fn done_count(store: &RedisStore, from: u64, to: u64) -> u64 {
+    let mut n = 0;
+    for block in from..=to {
+        if store.is_done(block).await.unwrap_or(false) {
+            n += 1;
+        }
+    }
+    n
 }
