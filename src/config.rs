@@ -51,6 +51,24 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub faults: FaultsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP server for /metrics, /healthz and /readyz; empty = no server.
+    pub listen: String,
+}
+
+/// Faults for tests and the chaos harness. Never set these in production.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsConfig {
+    /// A queue worker panics after about one claimed batch in this many; 0 = never.
+    pub panic_one_in: u64,
+    pub seed: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -251,6 +269,21 @@ impl Config {
         check(
             self.supervisor.restart_max >= 1 && self.supervisor.restart_window_ms >= 1000,
             "supervisor.restart_max must be at least 1 and supervisor.restart_window_ms at least 1000".into(),
+        );
+        check(
+            self.metrics.listen.is_empty()
+                || self.metrics.listen.parse::<std::net::SocketAddr>().is_ok(),
+            format!(
+                "metrics.listen = {:?}: must be an address like 0.0.0.0:9464, or empty for no server",
+                self.metrics.listen
+            ),
+        );
+        check(
+            !self.redis.prefix.contains(['*', '?', '[', ']']),
+            format!(
+                "redis.prefix = {:?}: must not contain * ? [ ] (default \"{{tron}}\")",
+                self.redis.prefix
+            ),
         );
         check(
             ["auto", "json", "text"].contains(&self.log.format.as_str()),

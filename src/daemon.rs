@@ -20,6 +20,8 @@ pub enum DaemonError {
     Spawn(String),
     #[error("the actor tree gave up (restart intensity exceeded); see the log above")]
     GaveUp,
+    #[error(transparent)]
+    OpsServer(#[from] crate::ops_server::OpsServerError),
 }
 
 /// A running daemon.
@@ -31,6 +33,9 @@ pub struct DaemonHandle {
     supervisor: ractor::ActorRef<actors::supervisor::SupervisorMsg>,
     join: tokio::task::JoinHandle<()>,
     settings: Arc<actors::settings::Settings>,
+    tree_running: Arc<std::sync::atomic::AtomicBool>,
+    /// The /healthz, /readyz, /metrics server, when `metrics.listen` is set.
+    pub ops: Option<crate::ops_server::OpsServer>,
 }
 
 impl DaemonHandle {
@@ -43,7 +48,15 @@ impl DaemonHandle {
         let store = RedisStore::new(&config.store_config())?;
         let settings = Arc::new(config.settings());
         let (stop, stopping) = watch::channel(false);
-        let hooks = Arc::new(FaultHooks::default());
+        let hooks = Arc::new(if config.faults.panic_one_in > 0 {
+            tracing::warn!(
+                one_in = config.faults.panic_one_in,
+                "Fault injection on: workers will panic at random (faults.panic_one_in)"
+            );
+            FaultHooks::with_random_panics(config.faults.panic_one_in, config.faults.seed)
+        } else {
+            FaultHooks::default()
+        });
         let stats = Arc::new(TreeStats::default());
         let services = Services {
             chain,
@@ -54,9 +67,26 @@ impl DaemonHandle {
             hooks: hooks.clone(),
             stats: stats.clone(),
         };
-        let (supervisor, join) = Actor::spawn(None, Supervisor { services }, ())
+        let tree_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ops = if config.metrics.listen.is_empty() {
+            None
+        } else {
+            let state = crate::ops_server::OpsState {
+                store: store.clone(),
+                stats: stats.clone(),
+                tree_running: tree_running.clone(),
+            };
+            Some(crate::ops_server::start(&config.metrics.listen, state).await?)
+        };
+        let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor { services }, ())
             .await
             .map_err(|e| DaemonError::Spawn(e.to_string()))?;
+        tree_running.store(true, std::sync::atomic::Ordering::Relaxed);
+        let running = tree_running.clone();
+        let join = tokio::spawn(async move {
+            let _ = supervisor_task.await;
+            running.store(false, std::sync::atomic::Ordering::Relaxed);
+        });
         Ok(DaemonHandle {
             hooks,
             stats,
@@ -65,6 +95,8 @@ impl DaemonHandle {
             supervisor,
             join,
             settings,
+            tree_running,
+            ops,
         })
     }
 
@@ -82,6 +114,9 @@ impl DaemonHandle {
     /// hand back every lease still held, stop.
     pub async fn shutdown(self) -> Result<(), DaemonError> {
         let _ = self.stop.send(true);
+        // Draining: readiness says so from now on.
+        self.tree_running
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let grace = self.settings.shutdown_grace;
         let cell = self.supervisor.get_cell();
         // Each child stops after the message it is handling: that is the in-flight work.

@@ -4,6 +4,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod local_redis;
+pub mod ops_server;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

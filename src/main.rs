@@ -1,5 +1,7 @@
 //! The `tron-actors` command line.
 
+mod cli;
+
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,7 +51,7 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum DlqAction {
+pub(crate) enum DlqAction {
     /// List dead letters: block, attempts, last error, when.
     List {
         /// Print JSON instead of a table.
@@ -64,25 +66,25 @@ enum DlqAction {
 
 #[derive(Args)]
 #[group(required = true, multiple = false)]
-struct DlqTarget {
+pub(crate) struct DlqTarget {
     /// The block numbers.
-    blocks: Vec<u64>,
+    pub blocks: Vec<u64>,
     /// Every dead letter.
     #[arg(long)]
-    all: bool,
+    pub all: bool,
 }
 
 #[derive(Args)]
-struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// First block of the range.
     #[arg(long)]
-    from: u64,
+    pub from: u64,
     /// Last block of the range (included).
     #[arg(long)]
-    to: u64,
+    pub to: u64,
     /// Print the report as JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -210,8 +212,8 @@ struct DemoArgs {
 }
 
 /// Exit codes: 0 fine, 1 failed while running, 2 refused to start (bad config or arguments).
-const EXIT_RUNTIME: u8 = 1;
-const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_RUNTIME: u8 = 1;
+pub(crate) const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -230,13 +232,13 @@ fn main() -> ExitCode {
             Command::Run => run(cli.config).await,
             Command::Sim(args) => sim(args).await,
             Command::Demo(args) => demo(cli.config, args).await,
-            Command::Dlq { action } => dlq(cli.config, action).await,
-            Command::Verify(args) => verify(cli.config, args).await,
+            Command::Dlq { action } => cli::dlq::run(cli.config, action).await,
+            Command::Verify(args) => cli::verify::run(cli.config, args).await,
         }
     })
 }
 
-fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
+pub(crate) fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
     Config::load(file.as_deref()).map_err(|error| {
         eprintln!("error: {error}");
         ExitCode::from(EXIT_CONFIG)
@@ -370,170 +372,6 @@ async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> ExitCode {
             };
             demo.finish().await;
             code
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
-}
-
-fn store_for(config: &Config) -> Result<tron_actors::store::RedisStore, ExitCode> {
-    tron_actors::store::RedisStore::new(&config.store_config()).map_err(|error| {
-        eprintln!("error: {error}");
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
-
-fn format_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm), to print UTC times
-    // without a date crate.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-async fn dlq(config_file: Option<PathBuf>, action: DlqAction) -> ExitCode {
-    let config = match load_config(config_file) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let store = match store_for(&config) {
-        Ok(store) => store,
-        Err(code) => return code,
-    };
-    let result = match action {
-        DlqAction::List { json } => store.dead_letters().await.map(|letters| {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&letters).unwrap_or_default()
-                );
-            } else if letters.is_empty() {
-                println!("no dead letters");
-            } else {
-                println!(
-                    "{:>12}  {:>8}  {:<20}  {:<8}  last error",
-                    "block", "attempts", "when (UTC)", "queue"
-                );
-                for letter in &letters {
-                    println!(
-                        "{:>12}  {:>8}  {:<20}  {:<8}  {}",
-                        letter.block,
-                        letter.attempts,
-                        format_time(letter.at_ms),
-                        letter.path,
-                        letter.error
-                    );
-                }
-                println!("{} dead letter(s)", letters.len());
-            }
-        }),
-        DlqAction::Requeue(target) => {
-            let blocks = if target.all {
-                Vec::new()
-            } else {
-                target.blocks
-            };
-            store.requeue_dead(&blocks).await.map(|moved| {
-                report_dlq_action("requeued", &blocks, &moved);
-            })
-        }
-        DlqAction::Purge(target) => {
-            let blocks = if target.all {
-                Vec::new()
-            } else {
-                target.blocks
-            };
-            store.purge_dead(&blocks).await.map(|moved| {
-                report_dlq_action("purged", &blocks, &moved);
-            })
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: redis at {}: {error}", config.redis.url);
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
-}
-
-fn report_dlq_action(verb: &str, asked: &[u64], done: &[u64]) {
-    println!(
-        "{verb} {} block(s){}",
-        done.len(),
-        if done.is_empty() {
-            String::new()
-        } else {
-            format!(": {done:?}")
-        }
-    );
-    let absent: Vec<u64> = asked
-        .iter()
-        .copied()
-        .filter(|b| !done.contains(b))
-        .collect();
-    if !absent.is_empty() {
-        println!("not in the dead-letter set: {absent:?}");
-    }
-}
-
-async fn verify(config_file: Option<PathBuf>, args: VerifyArgs) -> ExitCode {
-    let config = match load_config(config_file) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    tron_actors::telemetry::init_logs(&config.log.format, "warn");
-    let store = match store_for(&config) {
-        Ok(store) => store,
-        Err(code) => return code,
-    };
-    let client = match TronClient::new(config.client_config()) {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("error: node: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let stream = store.keys().events();
-    match tron_actors::verify::verify(
-        Arc::new(client),
-        store.connection(),
-        &stream,
-        args.from,
-        args.to,
-    )
-    .await
-    {
-        Ok(report) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", report.summary());
-            }
-            if report.is_exact() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_RUNTIME)
-            }
         }
         Err(error) => {
             eprintln!("error: {error}");

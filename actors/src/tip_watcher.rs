@@ -9,6 +9,7 @@ use crate::sync_coordinator::CoordinatorMsg;
 use crate::sync_rule::TipDecision;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub struct TipWatcher {
@@ -48,6 +49,14 @@ impl TipWatcher {
                 return Ok(settings.poll_in_sync);
             }
         };
+        let stats = &self.services.stats;
+        stats
+            .last_head_ok_ms
+            .store(crate::services::now_ms(), Ordering::Relaxed);
+        stats.head.store(head.number, Ordering::Relaxed);
+        stats
+            .head_time_ms
+            .store(head.timestamp_ms, Ordering::Relaxed);
         let Some(coordinator) = self.services.directory.coordinator() else {
             return Ok(settings.poll_in_sync);
         };

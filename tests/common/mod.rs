@@ -187,7 +187,8 @@ pub fn test_config(
         .merge(Serialized::default("sync.poll_in_sync_ms", 50))
         .merge(Serialized::default("sync.poll_after_block_ms", 50))
         .merge(Serialized::default("sync.idle_ms", 50))
-        .merge(Serialized::default("shutdown.grace_ms", 5000));
+        .merge(Serialized::default("shutdown.grace_ms", 5000))
+        .merge(Serialized::default("metrics.listen", "127.0.0.1:0"));
     for (key, value) in extra {
         let value: figment::value::Value = match (value.parse::<i64>(), value.parse::<f64>()) {
             (Ok(int), _) => int.into(),
@@ -306,6 +307,7 @@ impl DaemonProcess {
             .env("TRON_ACTORS_SYNC__POLL_AFTER_BLOCK_MS", "50")
             .env("TRON_ACTORS_SYNC__IDLE_MS", "50")
             .env("TRON_ACTORS_LOG__FORMAT", "json")
+            .env("TRON_ACTORS_METRICS__LISTEN", "127.0.0.1:0")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
