@@ -52,7 +52,18 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub otel: OtelConfig,
     pub faults: FaultsConfig,
+}
+
+/// Trace export. Empty values fall back to the standard OTEL_EXPORTER_OTLP_* variables.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelConfig {
+    /// OTLP endpoint, e.g. http://127.0.0.1:4317 (gRPC) or http://127.0.0.1:4318 (HTTP).
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -286,6 +297,13 @@ impl Config {
             ),
         );
         check(
+            ["", "grpc", "http/protobuf"].contains(&self.otel.protocol.as_str()),
+            format!(
+                "otel.protocol = {:?}: must be grpc or http/protobuf (or empty for OTEL_EXPORTER_OTLP_PROTOCOL)",
+                self.otel.protocol
+            ),
+        );
+        check(
             ["auto", "json", "text"].contains(&self.log.format.as_str()),
             format!(
                 "log.format = {:?}: must be auto, json or text",
@@ -337,6 +355,13 @@ impl Config {
             max_attempts: node.max_attempts,
             range_size: self.sync.backlog_batch as u64,
             ..Default::default()
+        }
+    }
+
+    pub fn otel_settings(&self) -> crate::telemetry::OtelSettings {
+        crate::telemetry::OtelSettings {
+            endpoint: self.otel.endpoint.clone(),
+            protocol: self.otel.protocol.clone(),
         }
     }
 

@@ -45,6 +45,15 @@ impl DaemonHandle {
         config: &Config,
         chain: Arc<dyn Chain>,
     ) -> Result<DaemonHandle, DaemonError> {
+        Self::start_with_metrics(config, chain, Vec::new()).await
+    }
+
+    /// As `start`, with more metrics for /metrics (the node client's, the tracer's).
+    pub async fn start_with_metrics(
+        config: &Config,
+        chain: Arc<dyn Chain>,
+        extra_metrics: Vec<crate::metrics::ExtraMetrics>,
+    ) -> Result<DaemonHandle, DaemonError> {
         let store = RedisStore::new(&config.store_config())?;
         let settings = Arc::new(config.settings());
         let (stop, stopping) = watch::channel(false);
@@ -66,6 +75,7 @@ impl DaemonHandle {
             stopping,
             hooks: hooks.clone(),
             stats: stats.clone(),
+            span_hook: Some(crate::telemetry::record_trace_id),
         };
         let tree_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ops = if config.metrics.listen.is_empty() {
@@ -75,6 +85,7 @@ impl DaemonHandle {
                 store: store.clone(),
                 stats: stats.clone(),
                 tree_running: tree_running.clone(),
+                extra_metrics,
             };
             Some(crate::ops_server::start(&config.metrics.listen, state).await?)
         };

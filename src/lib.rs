@@ -4,6 +4,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod local_redis;
+pub mod metrics;
 pub mod ops_server;
 pub mod sim;
 pub mod store;

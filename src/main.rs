@@ -274,12 +274,28 @@ async fn run(config_file: Option<PathBuf>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    tron_actors::telemetry::init_logs(&config.log.format, &config.log.level);
-    follow(&config, shutdown_signal()).await
+    let telemetry = match tron_actors::telemetry::init(
+        &config.log.format,
+        &config.log.level,
+        &config.otel_settings(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let code = follow(&config, shutdown_signal(), Some(&telemetry)).await;
+    telemetry.shutdown();
+    code
 }
 
 /// Runs the daemon until `stop` resolves (graceful shutdown, exit 0) or the tree gives up.
-async fn follow(config: &Config, stop: impl std::future::Future<Output = ()>) -> ExitCode {
+async fn follow(
+    config: &Config,
+    stop: impl std::future::Future<Output = ()>,
+    telemetry: Option<&tron_actors::telemetry::Telemetry>,
+) -> ExitCode {
     let client = match TronClient::new(config.client_config()) {
         Ok(client) => client,
         Err(error) => {
@@ -294,7 +310,19 @@ async fn follow(config: &Config, stop: impl std::future::Future<Output = ()>) ->
         start_block = ?config.sync.start_block,
         "Starting tron-actors"
     );
-    let mut daemon = match DaemonHandle::start(config, Arc::new(client)).await {
+    let node_metrics = client.clone();
+    let mut extra: Vec<tron_actors::metrics::ExtraMetrics> =
+        vec![Arc::new(move || node_metrics.stats().render_prometheus())];
+    if let Some(telemetry) = telemetry {
+        let trace_stats = telemetry.stats.clone();
+        extra.push(Arc::new(move || {
+            tron_actors::metrics::render_trace_stats(&trace_stats)
+        }));
+        if telemetry.tracing_enabled() {
+            tracing::info!("Exporting one trace per block over OTLP");
+        }
+    }
+    let mut daemon = match DaemonHandle::start_with_metrics(config, Arc::new(client), extra).await {
         Ok(daemon) => daemon,
         Err(error) => {
             tracing::error!(%error, "Could not start");
@@ -345,7 +373,17 @@ async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    tron_actors::telemetry::init_logs(&config.log.format, &config.log.level);
+    let telemetry = match tron_actors::telemetry::init(
+        &config.log.format,
+        &config.log.level,
+        &config.otel_settings(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     match tron_actors::demo::prepare(
         &mut config,
         args.history,
@@ -367,10 +405,11 @@ async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> ExitCode {
                 }
             };
             let code = tokio::select! {
-                code = follow(&config, stop) => code,
+                code = follow(&config, stop, Some(&telemetry)) => code,
                 _ = demo.report_progress() => ExitCode::SUCCESS,
             };
             demo.finish().await;
+            telemetry.shutdown();
             code
         }
         Err(error) => {

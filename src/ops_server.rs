@@ -21,6 +21,7 @@ pub struct OpsState {
     pub stats: Arc<TreeStats>,
     /// False once the actor tree has stopped.
     pub tree_running: Arc<AtomicBool>,
+    pub extra_metrics: Vec<crate::metrics::ExtraMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,7 @@ pub async fn start(listen: &str, state: OpsState) -> Result<OpsServer, OpsServer
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state);
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -64,6 +66,19 @@ pub async fn start(listen: &str, state: OpsState) -> Result<OpsServer, OpsServer
     });
     tracing::info!(%addr, "Serving /healthz, /readyz and /metrics");
     Ok(OpsServer { addr, task })
+}
+
+async fn metrics(
+    State(state): State<OpsState>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    let body = crate::metrics::render(&state.store, &state.stats, &state.extra_metrics).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 async fn healthz() -> &'static str {

@@ -111,7 +111,13 @@ async fn a_block_is_committed_once_whatever_happens_after() {
         )
         .await
         .unwrap();
-    assert_eq!(first, CommitOutcome::Published { events: 3 });
+    assert_eq!(
+        first,
+        CommitOutcome::Published {
+            events: 3,
+            attempt: 1
+        }
+    );
     let second = store
         .commit(
             "backlog-3",

@@ -219,7 +219,7 @@ impl Store for FakeStore {
         let mut s = self.state.lock().unwrap();
         let number = block.header.number;
         s.leases.remove(&number);
-        s.attempts.remove(&number);
+        let prior = s.attempts.remove(&number).unwrap_or(0);
         s.retry.remove(&number);
         if !s.done.insert(number) {
             return Ok(CommitOutcome::AlreadyDone);
@@ -227,6 +227,7 @@ impl Store for FakeStore {
         s.stream.push((number, block.events.len()));
         Ok(CommitOutcome::Published {
             events: block.events.len(),
+            attempt: prior + 1,
         })
     }
 

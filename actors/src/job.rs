@@ -9,6 +9,45 @@ use crate::store::{CommitOutcome, FailOutcome, Path, StoreError};
 use crate::stream_publisher::PublisherMsg;
 use ractor::rpc::CallResult;
 use std::time::Duration;
+use tracing::Instrument;
+
+/// The root span of one block's trace (one trace per block and attempt). Its fields are the
+/// attributes an operator filters on in Jaeger; `hash`, `attempt`, `events` and `outcome` are
+/// filled in as they become known.
+pub fn block_span(services: &Services, slot: &str, path: Path, number: u64) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "block",
+        block = number,
+        hash = tracing::field::Empty,
+        path = path.as_str(),
+        slot = %slot,
+        attempt = tracing::field::Empty,
+        events = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(hook) = services.span_hook {
+        hook(&span);
+    }
+    span
+}
+
+/// Fetches and finishes one leased block inside its own trace.
+pub async fn work_one(
+    services: &Services,
+    slot: &str,
+    path: Path,
+    number: u64,
+) -> Result<BlockOutcome, StoreError> {
+    let span = block_span(services, slot, path, number);
+    async {
+        let fetched = services.chain.block(number).await;
+        finish_block(services, slot, path, number, fetched).await
+    }
+    .instrument(span)
+    .await
+}
 
 /// What became of one leased block.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,11 +65,27 @@ pub async fn finish_block(
     number: u64,
     fetched: Result<Block, ChainError>,
 ) -> Result<BlockOutcome, StoreError> {
+    let span = tracing::Span::current();
     let error = match fetched {
-        Ok(block) => match publish(services, slot, path, block).await {
-            Ok(outcome) => return Ok(BlockOutcome::Committed(outcome)),
-            Err(error) => error.to_string(),
-        },
+        Ok(block) => {
+            span.record("hash", block.header.hash.as_str());
+            span.record("events", block.events.len());
+            match publish(services, slot, path, block).await {
+                Ok(outcome) => {
+                    match outcome {
+                        CommitOutcome::Published { attempt, .. } => {
+                            span.record("attempt", attempt);
+                            span.record("outcome", "published");
+                        }
+                        CommitOutcome::AlreadyDone => {
+                            span.record("outcome", "already_done");
+                        }
+                    }
+                    return Ok(BlockOutcome::Committed(outcome));
+                }
+                Err(error) => error.to_string(),
+            }
+        }
         Err(error) => error.to_string(),
     };
     let outcome = services
@@ -43,6 +98,20 @@ pub async fn finish_block(
             &services.settings.retry_delays_ms,
         )
         .await?;
+    match &outcome {
+        FailOutcome::Retry { attempt, .. } | FailOutcome::Dead { attempts: attempt } => {
+            span.record("attempt", attempt);
+        }
+        FailOutcome::AlreadyDone => {}
+    }
+    span.record(
+        "outcome",
+        match outcome {
+            FailOutcome::Retry { .. } => "retry",
+            FailOutcome::Dead { .. } => "dead_letter",
+            FailOutcome::AlreadyDone => "already_done",
+        },
+    );
     match &outcome {
         FailOutcome::Retry { attempt, due_ms } => tracing::warn!(
             block = number,
@@ -124,22 +193,44 @@ pub async fn work_batch(
     batch: &[(u64, Path)],
 ) -> Result<usize, StoreError> {
     let numbers: Vec<u64> = batch.iter().map(|(n, _)| *n).collect();
+    let runs = consecutive_runs(&numbers);
+    if runs.len() == batch.len() {
+        // No two blocks adjacent: each is its own trace from fetch to commit.
+        for (number, path) in batch {
+            work_one(services, slot, *path, *number).await?;
+        }
+        return Ok(batch.len());
+    }
+    // Bodies come in ranges: the range request is its own trace, linked from each block's.
     let mut fetched = std::collections::HashMap::with_capacity(batch.len());
-    for (from, to) in consecutive_runs(&numbers) {
-        let results = if to - from == 1 {
-            vec![(from, services.chain.block(from).await)]
-        } else {
-            services.chain.blocks(from, to).await
-        };
+    let mut range_spans = Vec::new();
+    for (from, to) in runs {
+        let range_span =
+            tracing::info_span!(parent: None, "node.get_blocks", from, to = to - 1, slot = %slot);
+        let results = services
+            .chain
+            .blocks(from, to)
+            .instrument(range_span.clone())
+            .await;
+        for (number, _) in &results {
+            range_spans.push((*number, range_span.clone()));
+        }
         fetched.extend(results);
     }
+    let range_of: std::collections::HashMap<u64, tracing::Span> = range_spans.into_iter().collect();
     let mut finished = 0;
     for (number, path) in batch {
         let result = fetched.remove(number).unwrap_or(Err(ChainError::Malformed {
             what: format!("block {number}"),
             detail: "missing from the range answer".into(),
         }));
-        finish_block(services, slot, *path, *number, result).await?;
+        let span = block_span(services, slot, *path, *number);
+        if let Some(range_span) = range_of.get(number) {
+            span.follows_from(range_span);
+        }
+        finish_block(services, slot, *path, *number, result)
+            .instrument(span)
+            .await?;
         finished += 1;
     }
     Ok(finished)

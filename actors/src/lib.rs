@@ -23,6 +23,7 @@
 pub mod chain;
 #[cfg(test)]
 mod fakes;
+pub mod histogram;
 pub mod job;
 pub mod model;
 pub mod queue_worker;

@@ -120,6 +120,10 @@ pub struct TreeStats {
     pub head: AtomicU64,
     /// Timestamp of that head block (ms).
     pub head_time_ms: AtomicU64,
+    /// Time of each commit script, as the StreamPublisher sees it.
+    pub commit_latency: crate::histogram::Histogram,
+    /// Restarts per slot name.
+    pub restarts_by_slot: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Clone)]
@@ -132,6 +136,8 @@ pub struct Services {
     pub stopping: watch::Receiver<bool>,
     pub hooks: Arc<FaultHooks>,
     pub stats: Arc<TreeStats>,
+    /// Called on each new `block` span (the binary records the trace id on it).
+    pub span_hook: Option<fn(&tracing::Span)>,
 }
 
 impl Services {

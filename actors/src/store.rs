@@ -78,8 +78,9 @@ pub struct Advance {
 /// Result of a commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
-    /// The block's events were added; it is now marked done.
-    Published { events: usize },
+    /// The block's events were added; it is now marked done. `attempt` is 1 on a first try,
+    /// n after n - 1 failures.
+    Published { events: usize, attempt: u32 },
     /// The block was already done; nothing was written (a re-processing after a crash).
     AlreadyDone,
 }

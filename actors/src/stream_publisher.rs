@@ -53,13 +53,18 @@ impl Actor for StreamPublisher {
                     path = path.as_str()
                 );
                 let _entered = span.enter();
+                let started = std::time::Instant::now();
                 let result = self
                     .services
                     .store
                     .commit(&slot, path, &block, now_ms())
                     .await;
+                self.services
+                    .stats
+                    .commit_latency
+                    .observe(started.elapsed());
                 match &result {
-                    Ok(CommitOutcome::Published { events }) => tracing::debug!(
+                    Ok(CommitOutcome::Published { events, .. }) => tracing::debug!(
                         block = block.header.number,
                         events,
                         path = path.as_str(),

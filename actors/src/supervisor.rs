@@ -165,6 +165,9 @@ impl Supervisor {
         let name = slot.name();
         *state.restarts_by_slot.entry(name.clone()).or_default() += 1;
         self.services.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut by_slot) = self.services.stats.restarts_by_slot.lock() {
+            *by_slot.entry(name.clone()).or_default() += 1;
+        }
         if !state.intensity.allow(Instant::now()) {
             let settings = &self.services.settings;
             tracing::error!(

@@ -1,7 +1,7 @@
 //! TipWatcher: polls the node's head, asks the SyncCoordinator what it means, and processes the
 //! head block itself when the coordinator leased it to the tip slot.
 
-use crate::job::{finish_block, work_batch};
+use crate::job::{work_batch, work_one};
 use crate::queue_worker::backoff;
 use crate::services::{spawn_heartbeat, AbortOnDrop, Services};
 use crate::store::Path;
@@ -80,8 +80,7 @@ impl TipWatcher {
         };
         match decision.leased_head() {
             Some(leased) => {
-                let fetched = self.services.chain.block(leased).await;
-                finish_block(&self.services, &self.slot, Path::Tip, leased, fetched).await?;
+                work_one(&self.services, &self.slot, Path::Tip, leased).await?;
                 Ok(settings.poll_after_block)
             }
             None if matches!(decision, TipDecision::InSync | TipDecision::Behind { .. }) => {

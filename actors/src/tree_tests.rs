@@ -50,6 +50,7 @@ async fn start(chain: FakeChain, store: FakeStore, settings: Settings) -> Tree {
         stopping,
         hooks: hooks.clone(),
         stats: Arc::new(TreeStats::default()),
+        span_hook: None,
     };
     let (supervisor, join) = Actor::spawn(None, Supervisor { services }, ())
         .await

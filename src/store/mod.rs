@@ -113,6 +113,27 @@ impl Default for RedisStoreConfig {
     }
 }
 
+/// A point-in-time view of the store.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StoreSnapshot {
+    pub last_synced: Option<u64>,
+    pub priority: u64,
+    pub backlog: u64,
+    pub retry: u64,
+    pub dead: u64,
+    /// Leases held per slot name.
+    pub leases_by_slot: std::collections::BTreeMap<String, u64>,
+    /// `blocks:<path>`, `events:<path>`, `last_block_time`.
+    pub stats: std::collections::HashMap<String, u64>,
+    pub stream_len: u64,
+}
+
+impl StoreSnapshot {
+    pub fn leased(&self) -> u64 {
+        self.leases_by_slot.values().sum()
+    }
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -162,6 +183,49 @@ impl RedisStore {
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+
+    /// Everything /metrics and `status` show from Redis, read in one pipeline.
+    pub async fn snapshot(&self) -> Result<StoreSnapshot, StoreError> {
+        let mut conn = self.conn.clone();
+        type Reply = (
+            Option<u64>,
+            u64,
+            u64,
+            u64,
+            u64,
+            std::collections::HashMap<u64, String>,
+            std::collections::HashMap<String, u64>,
+            u64,
+        );
+        let (last, priority, backlog, retry, dead, leases, stats, stream_len): Reply =
+            redis::pipe()
+                .get(self.keys.last_synced())
+                .zcard(self.keys.queue(Queue::Priority))
+                .zcard(self.keys.queue(Queue::Backlog))
+                .zcard(self.keys.retry())
+                .hlen(self.keys.dead())
+                .hgetall(self.keys.lease())
+                .hgetall(self.keys.stats())
+                .xlen(self.keys.events())
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        let mut leases_by_slot = std::collections::BTreeMap::new();
+        for value in leases.values() {
+            let slot = value.split('|').next().unwrap_or_default().to_string();
+            *leases_by_slot.entry(slot).or_insert(0u64) += 1;
+        }
+        Ok(StoreSnapshot {
+            last_synced: last,
+            priority,
+            backlog,
+            retry,
+            dead,
+            leases_by_slot,
+            stats,
+            stream_len,
+        })
     }
 
     /// Deletes every key under the prefix (the demo starts clean); returns how many.
@@ -413,6 +477,7 @@ impl Store for RedisStore {
             .arg(&self.keys.prefix)
             .arg(path.as_str())
             .arg(minid)
+            .arg(block.header.timestamp_ms)
             .arg(block.events.len());
         for event in &block.events {
             let fields = event.stream_fields(&block.header);
@@ -421,7 +486,7 @@ impl Store for RedisStore {
                 invocation.arg(name).arg(value);
             }
         }
-        let added: i64 = invocation
+        let (added, prior_failures): (i64, u32) = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -430,6 +495,7 @@ impl Store for RedisStore {
         } else {
             CommitOutcome::Published {
                 events: added as usize,
+                attempt: prior_failures + 1,
             }
         })
     }

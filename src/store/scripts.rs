@@ -70,10 +70,11 @@ return out
 "#;
 
 /// KEYS: done, stream, lease, deadline, attempts, retry, retry_path, stats.
-/// ARGV: block, prefix, path, minid, event count, then per event: 2*fields, f1, v1, ...
-/// Returns the number of events added, or -1 when the block was already done.
+/// ARGV: block, prefix, path, minid, block time, event count, then per event: 2*fields, f1, v1...
+/// Returns {events added, failed attempts before this one}, or {-1, 0} when already done.
 const COMMIT: &str = r#"
 local b = ARGV[1]
+local prior = tonumber(redis.call('HGET', KEYS[5], b) or '0')
 local function forget_retries()
   redis.call('HDEL', KEYS[5], b)
   redis.call('ZREM', KEYS[6], b)
@@ -82,10 +83,10 @@ end
 if redis.call('GETBIT', KEYS[1], b) == 1 then
   release_lease(b)
   forget_retries()
-  return -1
+  return {-1, 0}
 end
-local n = tonumber(ARGV[5])
-local i = 6
+local n = tonumber(ARGV[6])
+local i = 7
 for e = 1, n do
   local count = tonumber(ARGV[i])
   redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + count))
@@ -97,7 +98,11 @@ release_lease(b)
 forget_retries()
 redis.call('HINCRBY', KEYS[8], 'blocks:' .. ARGV[3], 1)
 redis.call('HINCRBY', KEYS[8], 'events:' .. ARGV[3], n)
-return n
+-- The newest block time published, for the lag in seconds.
+if tonumber(redis.call('HGET', KEYS[8], 'last_block_time') or '0') < tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[8], 'last_block_time', ARGV[5])
+end
+return {n, prior}
 "#;
 
 /// KEYS: done, attempts, retry, retry_path, dead. ARGV: block, prefix, error, now, delays...

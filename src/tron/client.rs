@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use actors::chain::{Chain, ChainError};
 use actors::model::{Block, BlockHeader};
@@ -197,6 +198,8 @@ pub struct ClientStats {
     head_cache_hits: AtomicU64,
     latency_micros_sum: AtomicU64,
     latency_count: AtomicU64,
+    /// Request latency per endpoint, for /metrics.
+    pub latency_by_endpoint: [actors::histogram::Histogram; 4],
 }
 
 /// A copy of [`ClientStats`] at one moment.
@@ -256,6 +259,43 @@ impl ClientStats {
 
     fn error(&self, error: &ChainError) {
         self.errors[error_index(error)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text: requests and latency per endpoint, errors per kind.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::from(
+            "# HELP tron_actors_node_requests_total Requests sent to the node, retries included.\n\
+             # TYPE tron_actors_node_requests_total counter\n",
+        );
+        for endpoint in Endpoint::ALL {
+            out.push_str(&format!(
+                "tron_actors_node_requests_total{{endpoint=\"{}\"}} {}\n",
+                endpoint.label(),
+                self.requests(endpoint)
+            ));
+        }
+        out.push_str(
+            "# HELP tron_actors_node_errors_total Failed node requests and answers, by kind \
+             (timeout, rate_limited = 429/403/503, http = other status, malformed, ...).\n\
+             # TYPE tron_actors_node_errors_total counter\n",
+        );
+        for (kind, count) in ERROR_KINDS.iter().zip(&self.errors) {
+            out.push_str(&format!(
+                "tron_actors_node_errors_total{{kind=\"{kind}\"}} {}\n",
+                count.load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str(
+            "# HELP tron_actors_node_request_duration_seconds Node request latency.\n\
+             # TYPE tron_actors_node_request_duration_seconds histogram\n",
+        );
+        for endpoint in Endpoint::ALL {
+            out.push_str(&self.latency_by_endpoint[endpoint.index()].render(
+                "tron_actors_node_request_duration_seconds",
+                &format!("endpoint=\"{}\"", endpoint.label()),
+            ));
+        }
+        out
     }
 
     fn latency(&self, elapsed: Duration) {
@@ -360,10 +400,21 @@ impl TronClient {
                 Endpoint::BlockByLimitNext => inner.config.range_timeout,
                 _ => inner.config.timeout,
             };
+            let span = tracing::info_span!(
+                "node.request",
+                endpoint = endpoint.label(),
+                attempt,
+                error = tracing::field::Empty
+            );
             let result = tokio::time::timeout(timeout, self.send(endpoint, body))
+                .instrument(span.clone())
                 .await
                 .unwrap_or(Err(ChainError::Timeout));
             inner.stats.latency(start.elapsed());
+            inner.stats.latency_by_endpoint[endpoint.index()].observe(start.elapsed());
+            if let Err(error) = &result {
+                span.record("error", error.kind());
+            }
             let error = match result {
                 Ok(bytes) => return Ok(bytes),
                 Err(error) => error,
@@ -489,7 +540,8 @@ impl TronClient {
                     &json!({ "num": number }),
                 )
                 .await?;
-            let result = self.counted(decode::decode_raw_block(&block, &infos));
+            let result = tracing::info_span!("decode", block = number)
+                .in_scope(|| self.counted(decode::decode_raw_block(&block, &infos)));
             match result {
                 Err(ChainError::NodeNotSynced { .. }) if asked == 1 => {
                     tracing::debug!(number, "no transaction infos: asking again");
@@ -563,16 +615,19 @@ impl TronClient {
             };
             let client = self.clone();
             let permits = permits.clone();
-            tasks.spawn(async move {
-                // Never fails: the semaphore is never closed.
-                let _permit = permits.acquire_owned().await;
-                let result = match body {
-                    Some(Ok(block)) => client.complete(block).await,
-                    Some(Err(error)) => Err(error),
-                    None => client.block(number).await,
-                };
-                (number, result)
-            });
+            tasks.spawn(
+                async move {
+                    // Never fails: the semaphore is never closed.
+                    let _permit = permits.acquire_owned().await;
+                    let result = match body {
+                        Some(Ok(block)) => client.complete(block).await,
+                        Some(Err(error)) => Err(error),
+                        None => client.block(number).await,
+                    };
+                    (number, result)
+                }
+                .in_current_span(),
+            );
         }
         let mut results: BTreeMap<u64, Result<Block, ChainError>> = BTreeMap::new();
         while let Some(joined) = tasks.join_next().await {

@@ -1,0 +1,209 @@
+//! `/metrics` in the Prometheus text format. Every name starts with `tron_actors_`. Values read
+//! from Redis (queues, leases, published totals) are the shared truth across restarts; latency
+//! histograms and error counts belong to this process.
+
+use crate::store::{RedisStore, StoreSnapshot};
+use actors::services::TreeStats;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// More metrics rendered by parts the server does not know (the node client, the tracer).
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders everything; a Redis that does not answer leaves its metrics out and sets
+/// `tron_actors_redis_up 0`.
+pub async fn render(store: &RedisStore, tree: &TreeStats, extra: &[ExtraMetrics]) -> String {
+    let mut out = String::new();
+    let snapshot = store.snapshot().await;
+    metric(
+        &mut out,
+        "tron_actors_redis_up",
+        "gauge",
+        "1 when Redis answered this scrape.",
+    );
+    let _ = writeln!(out, "tron_actors_redis_up {}", u8::from(snapshot.is_ok()));
+
+    let head = tree.head.load(Ordering::Relaxed);
+    let head_time = tree.head_time_ms.load(Ordering::Relaxed);
+    metric(
+        &mut out,
+        "tron_actors_chain_head_block",
+        "gauge",
+        "The node's head block, as last polled.",
+    );
+    let _ = writeln!(out, "tron_actors_chain_head_block {head}");
+
+    if let Ok(s) = &snapshot {
+        render_store(&mut out, s, head, head_time);
+    }
+
+    metric(
+        &mut out,
+        "tron_actors_commit_duration_seconds",
+        "histogram",
+        "Time of one block's atomic commit (Lua script) as the StreamPublisher sees it.",
+    );
+    out.push_str(
+        &tree
+            .commit_latency
+            .render("tron_actors_commit_duration_seconds", ""),
+    );
+
+    metric(
+        &mut out,
+        "tron_actors_actor_restarts_total",
+        "counter",
+        "Actor restarts by the Supervisor, per slot.",
+    );
+    if let Ok(by_slot) = tree.restarts_by_slot.lock() {
+        for (slot, n) in by_slot.iter() {
+            let _ = writeln!(
+                out,
+                "tron_actors_actor_restarts_total{{slot=\"{slot}\"}} {n}"
+            );
+        }
+    }
+    for render_more in extra {
+        out.push_str(&render_more());
+    }
+    out
+}
+
+fn render_store(out: &mut String, s: &StoreSnapshot, head: u64, head_time: u64) {
+    let last = s.last_synced.unwrap_or(0);
+    metric(
+        out,
+        "tron_actors_last_synced_block",
+        "gauge",
+        "last_synced_block: the newest head taken over (older gaps may still be queued).",
+    );
+    let _ = writeln!(out, "tron_actors_last_synced_block {last}");
+
+    let to_do = s.priority + s.backlog + s.retry + s.leased();
+    metric(
+        out,
+        "tron_actors_lag_blocks",
+        "gauge",
+        "Blocks not yet published: head - last_synced plus queued, leased and retrying blocks.",
+    );
+    let _ = writeln!(
+        out,
+        "tron_actors_lag_blocks {}",
+        head.saturating_sub(last) + to_do
+    );
+
+    let last_time = s.stats.get("last_block_time").copied().unwrap_or(0);
+    metric(
+        out,
+        "tron_actors_lag_seconds",
+        "gauge",
+        "Head block timestamp minus the newest published block timestamp.",
+    );
+    let lag = if last_time == 0 {
+        0.0
+    } else {
+        head_time.saturating_sub(last_time) as f64 / 1000.0
+    };
+    let _ = writeln!(out, "tron_actors_lag_seconds {lag}");
+
+    metric(
+        out,
+        "tron_actors_queue_depth_blocks",
+        "gauge",
+        "Blocks waiting, per queue (retry = waiting for their next attempt, dead = dead letters).",
+    );
+    for (queue, n) in [
+        ("priority", s.priority),
+        ("backlog", s.backlog),
+        ("retry", s.retry),
+        ("dead", s.dead),
+    ] {
+        let _ = writeln!(
+            out,
+            "tron_actors_queue_depth_blocks{{queue=\"{queue}\"}} {n}"
+        );
+    }
+
+    metric(
+        out,
+        "tron_actors_leases",
+        "gauge",
+        "Blocks leased, per kind of slot.",
+    );
+    let mut by_kind = [("tip", 0u64), ("priority", 0), ("backlog", 0)];
+    for (slot, n) in &s.leases_by_slot {
+        let kind = if slot.starts_with("backlog") {
+            2
+        } else if slot == "priority" {
+            1
+        } else {
+            0
+        };
+        by_kind[kind].1 += n;
+    }
+    for (kind, n) in by_kind {
+        let _ = writeln!(out, "tron_actors_leases{{slot_kind=\"{kind}\"}} {n}");
+    }
+
+    metric(
+        out,
+        "tron_actors_blocks_published_total",
+        "counter",
+        "Blocks committed to the stream, per path (tip, priority, backlog).",
+    );
+    for path in ["tip", "priority", "backlog"] {
+        let n = s.stats.get(&format!("blocks:{path}")).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "tron_actors_blocks_published_total{{path=\"{path}\"}} {n}"
+        );
+    }
+    metric(
+        out,
+        "tron_actors_events_published_total",
+        "counter",
+        "Events added to the stream, per path.",
+    );
+    for path in ["tip", "priority", "backlog"] {
+        let n = s.stats.get(&format!("events:{path}")).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "tron_actors_events_published_total{{path=\"{path}\"}} {n}"
+        );
+    }
+    metric(
+        out,
+        "tron_actors_stream_entries",
+        "gauge",
+        "Entries in the event stream (after trimming).",
+    );
+    let _ = writeln!(out, "tron_actors_stream_entries {}", s.stream_len);
+}
+
+/// The tracer's counts.
+pub fn render_trace_stats(stats: &crate::telemetry::TraceStats) -> String {
+    let mut out = String::new();
+    metric(
+        &mut out,
+        "tron_actors_trace_spans_exported_total",
+        "counter",
+        "Spans the OTLP exporter delivered.",
+    );
+    let _ = writeln!(
+        out,
+        "tron_actors_trace_spans_exported_total {}",
+        stats.spans_exported.load(Ordering::Relaxed)
+    );
+    metric(&mut out, "tron_actors_trace_export_failures_total", "counter", "OTLP export batches that failed (collector away); their spans are dropped, never waited on.");
+    let _ = writeln!(
+        out,
+        "tron_actors_trace_export_failures_total {}",
+        stats.export_failures.load(Ordering::Relaxed)
+    );
+    out
+}
