@@ -307,7 +307,7 @@ async fn follow(
         node = %config.node.url,
         redis = %config.redis.url,
         prefix = %config.redis.prefix,
-        start_block = ?config.sync.start_block,
+        start = %config.sync.start_block.map_or_else(|| "last synced, or the head on a first run".to_string(), |b| format!("block {b} on a first run")),
         "Starting tron-actors"
     );
     let node_metrics = client.clone();

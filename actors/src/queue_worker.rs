@@ -147,6 +147,9 @@ impl Actor for QueueWorker {
                         myself.send_after(self.services.settings.idle, || WorkerMsg::Work);
                     }
                     Ok(_) => {
+                        if state.failures > 0 {
+                            tracing::info!(slot = %self.slot, failed_rounds = state.failures, "Queue work works again");
+                        }
                         state.failures = 0;
                         myself.send_message(WorkerMsg::Work)?
                     }
@@ -156,7 +159,12 @@ impl Actor for QueueWorker {
                         // up first next round instead of waiting for their leases to expire.
                         state.resumed = false;
                         let wait = backoff(self.services.settings.idle, state.failures);
-                        tracing::warn!(slot = %self.slot, %error, retry_in_ms = wait.as_millis() as u64, "Queue work failed, backing off");
+                        // Once per outage, not once per attempt: 15 workers retry together.
+                        if state.failures == 1 {
+                            tracing::warn!(slot = %self.slot, %error, "Queue work failed, backing off until it works again");
+                        } else {
+                            tracing::debug!(slot = %self.slot, %error, retry_in_ms = wait.as_millis() as u64, "Queue work still failing");
+                        }
                         myself.send_after(wait, || WorkerMsg::Work);
                     }
                 }

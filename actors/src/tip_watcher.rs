@@ -122,6 +122,9 @@ impl Actor for TipWatcher {
                 }
                 let wait = match self.poll(state).await {
                     Ok(wait) => {
+                        if state.failures > 0 {
+                            tracing::info!(failed_rounds = state.failures, "Tip work works again");
+                        }
                         state.failures = 0;
                         wait
                     }
@@ -130,7 +133,11 @@ impl Actor for TipWatcher {
                         state.resumed = false;
                         state.failures = state.failures.saturating_add(1);
                         let wait = backoff(self.services.settings.idle, state.failures);
-                        tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "Tip work failed, the lease stays and is retried");
+                        if state.failures == 1 {
+                            tracing::warn!(%error, "Tip work failed; the lease stays, retrying with backoff");
+                        } else {
+                            tracing::debug!(%error, retry_in_ms = wait.as_millis() as u64, "Tip work still failing");
+                        }
                         wait
                     }
                 };
