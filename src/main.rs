@@ -245,6 +245,19 @@ pub(crate) fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
+/// Logs, and traces when an OTLP endpoint is configured.
+fn init_telemetry(config: &Config) -> Result<tron_actors::telemetry::Telemetry, ExitCode> {
+    tron_actors::telemetry::init(
+        &config.log.format,
+        &config.log.level,
+        &config.otel_settings(),
+    )
+    .map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -274,16 +287,9 @@ async fn run(config_file: Option<PathBuf>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let telemetry = match tron_actors::telemetry::init(
-        &config.log.format,
-        &config.log.level,
-        &config.otel_settings(),
-    ) {
+    let telemetry = match init_telemetry(&config) {
         Ok(telemetry) => telemetry,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let code = follow(&config, shutdown_signal(), Some(&telemetry)).await;
     telemetry.shutdown();
@@ -373,16 +379,9 @@ async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let telemetry = match tron_actors::telemetry::init(
-        &config.log.format,
-        &config.log.level,
-        &config.otel_settings(),
-    ) {
+    let telemetry = match init_telemetry(&config) {
         Ok(telemetry) => telemetry,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     match tron_actors::demo::prepare(
         &mut config,

@@ -6,25 +6,9 @@
 //! killed process), then claims new work in batches, atomically (pop + lease in one step).
 
 use crate::job::work_batch;
-use crate::services::{spawn_heartbeat, AbortOnDrop, Services};
+use crate::services::{Services, SlotState};
 use crate::store::{Path, Queue};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_doubles_up_to_five_seconds() {
-        let base = Duration::from_millis(500);
-        assert_eq!(backoff(base, 1), base);
-        assert_eq!(backoff(base, 2), Duration::from_secs(1));
-        assert_eq!(backoff(base, 4), Duration::from_secs(4));
-        assert_eq!(backoff(base, 5), Duration::from_secs(5));
-        assert_eq!(backoff(base, 100), Duration::from_secs(5));
-    }
-}
 
 pub struct QueueWorker {
     pub services: Services,
@@ -57,7 +41,7 @@ impl QueueWorker {
     }
 
     /// One round of work; returns how many blocks it finished.
-    async fn step(&self, state: &mut WorkerState) -> Result<usize, ActorProcessingErr> {
+    async fn step(&self, state: &mut SlotState) -> Result<usize, ActorProcessingErr> {
         let store = &self.services.store;
         let batch: Vec<(u64, Path)> = if state.resumed {
             let path = self.queue.path();
@@ -94,27 +78,13 @@ impl QueueWorker {
     }
 }
 
-/// `base` doubled per failure in a row, at most 5 s: no busy loop while Redis is away, and a
-/// prompt return when it is back.
-pub fn backoff(base: std::time::Duration, failures: u32) -> std::time::Duration {
-    let factor = 1u32 << failures.saturating_sub(1).min(8);
-    (base * factor).min(std::time::Duration::from_secs(5))
-}
-
 pub enum WorkerMsg {
     Work,
 }
 
-pub struct WorkerState {
-    resumed: bool,
-    /// Rounds failed in a row, for the backoff while the store or node is away.
-    failures: u32,
-    _heartbeat: AbortOnDrop,
-}
-
 impl Actor for QueueWorker {
     type Msg = WorkerMsg;
-    type State = WorkerState;
+    type State = SlotState;
     type Arguments = ();
 
     async fn pre_start(
@@ -123,11 +93,7 @@ impl Actor for QueueWorker {
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(WorkerMsg::Work)?;
-        Ok(WorkerState {
-            resumed: false,
-            failures: 0,
-            _heartbeat: spawn_heartbeat(&self.services, self.slot.clone()),
-        })
+        Ok(SlotState::new(&self.services, &self.slot))
     }
 
     async fn handle(
@@ -141,30 +107,18 @@ impl Actor for QueueWorker {
                 if self.services.is_stopping() {
                     return Ok(());
                 }
+                let idle = self.services.settings.idle;
                 match self.step(state).await {
                     Ok(0) => {
-                        state.failures = 0;
-                        myself.send_after(self.services.settings.idle, || WorkerMsg::Work);
+                        state.succeeded(&self.slot);
+                        myself.send_after(idle, || WorkerMsg::Work);
                     }
                     Ok(_) => {
-                        if state.failures > 0 {
-                            tracing::info!(slot = %self.slot, failed_rounds = state.failures, "Queue work works again");
-                        }
-                        state.failures = 0;
+                        state.succeeded(&self.slot);
                         myself.send_message(WorkerMsg::Work)?
                     }
                     Err(error) => {
-                        state.failures = state.failures.saturating_add(1);
-                        // Blocks of the failed batch are still leased to this slot: take them
-                        // up first next round instead of waiting for their leases to expire.
-                        state.resumed = false;
-                        let wait = backoff(self.services.settings.idle, state.failures);
-                        // Once per outage, not once per attempt: 15 workers retry together.
-                        if state.failures == 1 {
-                            tracing::warn!(slot = %self.slot, %error, "Queue work failed, backing off until it works again");
-                        } else {
-                            tracing::debug!(slot = %self.slot, %error, retry_in_ms = wait.as_millis() as u64, "Queue work still failing");
-                        }
+                        let wait = state.failed(&self.slot, idle, &error);
                         myself.send_after(wait, || WorkerMsg::Work);
                     }
                 }

@@ -9,7 +9,7 @@ use crate::sync_coordinator::CoordinatorMsg;
 use ractor::ActorRef;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// Milliseconds since the epoch, the clock of leases, retries and stream trimming.
@@ -175,4 +175,84 @@ pub fn spawn_heartbeat(services: &Services, slot: String) -> AbortOnDrop {
             }
         }
     }))
+}
+
+/// What every lease-holding worker keeps: whether it has resumed its slot's leases yet, its
+/// outage tracking, and its heartbeat.
+pub struct SlotState {
+    /// Leases the slot held before this instance started (or left after a failed round) are
+    /// taken up first.
+    pub resumed: bool,
+    pub outage: Outage,
+    _heartbeat: AbortOnDrop,
+}
+
+impl SlotState {
+    pub fn new(services: &Services, slot: &str) -> Self {
+        SlotState {
+            resumed: false,
+            outage: Outage::default(),
+            _heartbeat: spawn_heartbeat(services, slot.to_string()),
+        }
+    }
+
+    /// A round went well: log the end of an outage, if there was one.
+    pub fn succeeded(&mut self, slot: &str) {
+        if self.outage.failures > 0 {
+            tracing::info!(%slot, failed_rounds = self.outage.failures, "Works again");
+        }
+        self.outage.failures = 0;
+    }
+
+    /// A round failed: the blocks in hand stay leased to this slot, so they are taken up first
+    /// next round. Returns how long to wait. Logged once per outage, not once per attempt
+    /// (15 workers retry together).
+    pub fn failed(
+        &mut self,
+        slot: &str,
+        idle: Duration,
+        error: &dyn std::fmt::Display,
+    ) -> Duration {
+        self.resumed = false;
+        self.outage.failures = self.outage.failures.saturating_add(1);
+        let wait = self.outage.backoff(idle);
+        if self.outage.failures == 1 {
+            tracing::warn!(%slot, %error, "Work failed; the leases stay, retrying with backoff");
+        } else {
+            tracing::debug!(%slot, %error, retry_in_ms = wait.as_millis() as u64, "Work still failing");
+        }
+        wait
+    }
+}
+
+/// Rounds failed in a row, while the store or the node is away.
+#[derive(Debug, Default)]
+pub struct Outage {
+    pub failures: u32,
+}
+
+impl Outage {
+    /// `base` doubled per failure in a row, at most 5 s: no busy loop while Redis is away, and
+    /// a prompt return when it is back.
+    pub fn backoff(&self, base: Duration) -> Duration {
+        let factor = 1u32 << self.failures.saturating_sub(1).min(8);
+        (base * factor).min(Duration::from_secs(5))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outage;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_up_to_five_seconds() {
+        let base = Duration::from_millis(500);
+        let after = |failures| Outage { failures }.backoff(base);
+        assert_eq!(after(1), base);
+        assert_eq!(after(2), Duration::from_secs(1));
+        assert_eq!(after(4), Duration::from_secs(4));
+        assert_eq!(after(5), Duration::from_secs(5));
+        assert_eq!(after(100), Duration::from_secs(5));
+    }
 }

@@ -2,11 +2,9 @@
 //! head block itself when the coordinator leased it to the tip slot.
 
 use crate::job::{work_batch, work_one};
-use crate::queue_worker::backoff;
-use crate::services::{spawn_heartbeat, AbortOnDrop, Services};
+use crate::services::{Services, SlotState};
 use crate::store::Path;
 use crate::sync_coordinator::CoordinatorMsg;
-use crate::sync_rule::TipDecision;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::Ordering;
@@ -22,16 +20,9 @@ pub enum TipMsg {
     Poll,
 }
 
-pub struct TipState {
-    /// Leases the slot held before this instance started are processed first.
-    resumed: bool,
-    failures: u32,
-    _heartbeat: AbortOnDrop,
-}
-
 impl TipWatcher {
     /// One poll; returns the wait before the next one.
-    async fn poll(&self, state: &mut TipState) -> Result<Duration, ActorProcessingErr> {
+    async fn poll(&self, state: &mut SlotState) -> Result<Duration, ActorProcessingErr> {
         let settings = &self.services.settings;
         if !state.resumed {
             let leases = self.services.store.owned_leases(&self.slot).await?;
@@ -83,9 +74,7 @@ impl TipWatcher {
                 work_one(&self.services, &self.slot, Path::Tip, leased).await?;
                 Ok(settings.poll_after_block)
             }
-            None if matches!(decision, TipDecision::InSync | TipDecision::Behind { .. }) => {
-                Ok(settings.poll_in_sync)
-            }
+            // In sync, or the node is behind us.
             None => Ok(settings.poll_in_sync),
         }
     }
@@ -93,7 +82,7 @@ impl TipWatcher {
 
 impl Actor for TipWatcher {
     type Msg = TipMsg;
-    type State = TipState;
+    type State = SlotState;
     type Arguments = ();
 
     async fn pre_start(
@@ -102,11 +91,7 @@ impl Actor for TipWatcher {
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(TipMsg::Poll)?;
-        Ok(TipState {
-            resumed: false,
-            failures: 0,
-            _heartbeat: spawn_heartbeat(&self.services, self.slot.clone()),
-        })
+        Ok(SlotState::new(&self.services, &self.slot))
     }
 
     async fn handle(
@@ -122,24 +107,10 @@ impl Actor for TipWatcher {
                 }
                 let wait = match self.poll(state).await {
                     Ok(wait) => {
-                        if state.failures > 0 {
-                            tracing::info!(failed_rounds = state.failures, "Tip work works again");
-                        }
-                        state.failures = 0;
+                        state.succeeded(&self.slot);
                         wait
                     }
-                    Err(error) => {
-                        // The block stays leased to this slot: resume it first next round.
-                        state.resumed = false;
-                        state.failures = state.failures.saturating_add(1);
-                        let wait = backoff(self.services.settings.idle, state.failures);
-                        if state.failures == 1 {
-                            tracing::warn!(%error, "Tip work failed; the lease stays, retrying with backoff");
-                        } else {
-                            tracing::debug!(%error, retry_in_ms = wait.as_millis() as u64, "Tip work still failing");
-                        }
-                        wait
-                    }
+                    Err(error) => state.failed(&self.slot, self.services.settings.idle, &error),
                 };
                 myself.send_after(wait, || TipMsg::Poll);
             }
