@@ -119,8 +119,9 @@ pub struct SyncConfig {
     pub backlog_batch: usize,
     pub priority_batch: usize,
     pub idle_ms: u64,
-    pub poll_in_sync_ms: u64,
-    pub poll_after_block_ms: u64,
+    pub block_interval_ms: u64,
+    pub poll_min_ms: u64,
+    pub poll_max_ms: u64,
     pub maintain_ms: u64,
 }
 
@@ -269,9 +270,17 @@ impl Config {
             "sync.priority_batch must be at least 1".into(),
         );
         check(
-            sync.idle_ms >= 10 && sync.poll_in_sync_ms >= 10 && sync.poll_after_block_ms >= 10,
-            "sync.idle_ms, sync.poll_in_sync_ms and sync.poll_after_block_ms must be at least 10"
+            sync.idle_ms >= 10 && sync.poll_min_ms >= 10,
+            "sync.idle_ms and sync.poll_min_ms must be at least 10 (poll_min_ms 250 = at most 4 head polls a second)"
                 .into(),
+        );
+        check(
+            sync.poll_max_ms >= sync.poll_min_ms,
+            "sync.poll_max_ms must be at least sync.poll_min_ms".into(),
+        );
+        check(
+            sync.block_interval_ms >= 100,
+            "sync.block_interval_ms must be at least 100 (TRON: 3000)".into(),
         );
         check(
             self.retry.delay_scale > 0.0 && self.retry.delay_scale.is_finite(),
@@ -333,8 +342,9 @@ impl Config {
             backlog_batch: sync.backlog_batch,
             priority_batch: sync.priority_batch,
             idle: Duration::from_millis(sync.idle_ms),
-            poll_in_sync: Duration::from_millis(sync.poll_in_sync_ms),
-            poll_after_block: Duration::from_millis(sync.poll_after_block_ms),
+            block_interval: Duration::from_millis(sync.block_interval_ms),
+            poll_min: Duration::from_millis(sync.poll_min_ms),
+            poll_max: Duration::from_millis(sync.poll_max_ms),
             maintain_every: Duration::from_millis(sync.maintain_ms).min(lease / 4),
             retry_delays_ms: actors::retry::delays_ms(self.retry.delay_scale),
             restart_max: self.supervisor.restart_max,

@@ -51,6 +51,10 @@ impl ChainError {
     }
 }
 
+/// Where [`Chain::blocks_into`] sends each block as soon as it is complete. A small capacity
+/// keeps a fast node from piling decoded blocks up in memory ahead of a slower commit.
+pub type BlockSink = tokio::sync::mpsc::Sender<(u64, Result<Block, ChainError>)>;
+
 /// A source of blocks. Implementations share one rate limit across all callers.
 #[async_trait]
 pub trait Chain: Send + Sync + 'static {
@@ -62,12 +66,30 @@ pub trait Chain: Send + Sync + 'static {
     async fn block(&self, number: u64) -> Result<Block, ChainError>;
 
     /// Blocks `from..to` (end exclusive), fetched as cheaply as the node allows (the real client
-    /// asks for bodies in ranges). Each block succeeds or fails on its own.
-    async fn blocks(&self, from: u64, to: u64) -> Vec<(u64, Result<Block, ChainError>)> {
-        let mut out = Vec::new();
-        for number in from..to {
-            out.push((number, self.block(number).await));
+    /// asks for bodies in ranges), each sent to `sink` as soon as it is complete, highest first
+    /// as far as the fetching allows. Each block succeeds or fails on its own; every block of the
+    /// range is sent unless the receiver hangs up, which stops the fetching.
+    async fn blocks_into(&self, from: u64, to: u64, sink: BlockSink) {
+        for number in (from..to).rev() {
+            let result = self.block(number).await;
+            if sink.send((number, result)).await.is_err() {
+                return;
+            }
         }
+    }
+
+    /// Blocks `from..to` all together, in order (audits compare them as a whole).
+    async fn blocks(&self, from: u64, to: u64) -> Vec<(u64, Result<Block, ChainError>)> {
+        let (sink, mut received) = tokio::sync::mpsc::channel(16);
+        let collect = async {
+            let mut out = Vec::new();
+            while let Some(item) = received.recv().await {
+                out.push(item);
+            }
+            out
+        };
+        let ((), mut out) = tokio::join!(self.blocks_into(from, to, sink), collect);
+        out.sort_by_key(|(number, _)| *number);
         out
     }
 }

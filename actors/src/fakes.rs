@@ -101,6 +101,8 @@ pub struct FakeStoreState {
 #[derive(Default)]
 pub struct FakeStore {
     pub state: Mutex<FakeStoreState>,
+    /// Commits and failure records fail, as with Redis down.
+    pub down: std::sync::atomic::AtomicBool,
 }
 
 fn origin(path: Path) -> Queue {
@@ -216,6 +218,9 @@ impl Store for FakeStore {
         block: &Block,
         _now_ms: u64,
     ) -> Result<CommitOutcome, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
         let mut s = self.state.lock().unwrap();
         let number = block.header.number;
         s.leases.remove(&number);
@@ -239,6 +244,9 @@ impl Store for FakeStore {
         now_ms: u64,
         delays_ms: &[u64],
     ) -> Result<FailOutcome, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
         let mut s = self.state.lock().unwrap();
         let path = s
             .leases

@@ -184,9 +184,10 @@ pub fn consecutive_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
     runs
 }
 
-/// Fetches and finishes a batch of leased blocks, committing them in the given order (the order
-/// they were claimed in: highest first for the backlog). Returns how many were finished; stops at
-/// the first store error, leaving the rest leased.
+/// Fetches and finishes a batch of leased blocks: runs of adjacent blocks are fetched as ranges,
+/// and each block is committed (or failed) as soon as it is complete, so a worker holds a few
+/// decoded blocks at a time, not its whole batch. Runs go highest first. Returns how many were
+/// finished; stops at the first store error, leaving the rest leased.
 pub async fn work_batch(
     services: &Services,
     slot: &str,
@@ -201,35 +202,64 @@ pub async fn work_batch(
         }
         return Ok(batch.len());
     }
-    // Bodies come in ranges: the range request is its own trace, linked from each block's.
-    let mut fetched = std::collections::HashMap::with_capacity(batch.len());
-    let mut range_spans = Vec::new();
-    for (from, to) in runs {
-        let range_span =
-            tracing::info_span!(parent: None, "node.get_blocks", from, to = to - 1, slot = %slot);
-        let results = services
-            .chain
-            .blocks(from, to)
-            .instrument(range_span.clone())
-            .await;
-        for (number, _) in &results {
-            range_spans.push((*number, range_span.clone()));
-        }
-        fetched.extend(results);
-    }
-    let range_of: std::collections::HashMap<u64, tracing::Span> = range_spans.into_iter().collect();
+    let path_of: std::collections::HashMap<u64, Path> = batch.iter().copied().collect();
     let mut finished = 0;
-    for (number, path) in batch {
-        let result = fetched.remove(number).unwrap_or(Err(ChainError::Malformed {
+    for (from, to) in runs.into_iter().rev() {
+        finished += work_run(services, slot, &path_of, from, to).await?;
+    }
+    Ok(finished)
+}
+
+/// Blocks `from..to` of a batch, committed as they arrive. The range request is its own trace,
+/// linked from each block's.
+async fn work_run(
+    services: &Services,
+    slot: &str,
+    path_of: &std::collections::HashMap<u64, Path>,
+    from: u64,
+    to: u64,
+) -> Result<usize, StoreError> {
+    let range_span =
+        tracing::info_span!(parent: None, "node.get_blocks", from, to = to - 1, slot = %slot);
+    let (sink, arriving) = tokio::sync::mpsc::channel(1);
+    let fetch = services
+        .chain
+        .blocks_into(from, to, sink)
+        .instrument(range_span.clone());
+    let mut seen = std::collections::HashSet::new();
+    let commit = async {
+        // Owned here, so that returning early hangs up on the fetch.
+        let mut arriving = arriving;
+        while let Some((number, result)) = arriving.recv().await {
+            let Some(path) = path_of.get(&number).copied() else {
+                continue;
+            };
+            seen.insert(number);
+            let span = block_span(services, slot, path, number);
+            span.follows_from(&range_span);
+            finish_block(services, slot, path, number, result)
+                .instrument(span)
+                .await?;
+        }
+        Ok::<(), StoreError>(())
+    };
+    // A store error ends `commit`, which hangs up on the fetch and ends it too.
+    let ((), committed) = tokio::join!(fetch, commit);
+    committed?;
+    let mut finished = seen.len();
+    for number in from..to {
+        if seen.contains(&number) {
+            continue;
+        }
+        let Some(path) = path_of.get(&number).copied() else {
+            continue;
+        };
+        let missing = Err(ChainError::Malformed {
             what: format!("block {number}"),
             detail: "missing from the range answer".into(),
-        }));
-        let span = block_span(services, slot, *path, *number);
-        if let Some(range_span) = range_of.get(number) {
-            span.follows_from(range_span);
-        }
-        finish_block(services, slot, *path, *number, result)
-            .instrument(span)
+        });
+        finish_block(services, slot, path, number, missing)
+            .instrument(block_span(services, slot, path, number))
             .await?;
         finished += 1;
     }
@@ -238,7 +268,73 @@ pub async fn work_batch(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+    use crate::fakes::{FakeChain, FakeStore};
+    use crate::services::{Directory, FaultHooks, TreeStats};
+    use crate::stream_publisher::StreamPublisher;
+    use std::sync::Arc;
+
+    async fn services(chain: FakeChain, store: Arc<FakeStore>) -> Services {
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let services = Services {
+            chain: Arc::new(chain),
+            store,
+            settings: Arc::new(crate::settings::Settings::default()),
+            directory: Directory::default(),
+            stopping,
+            hooks: Arc::new(FaultHooks::default()),
+            stats: Arc::new(TreeStats::default()),
+            span_hook: None,
+        };
+        let publisher = StreamPublisher {
+            services: services.clone(),
+        };
+        ractor::Actor::spawn(None, publisher, ()).await.unwrap();
+        services
+    }
+
+    fn backlog(numbers: std::ops::RangeInclusive<u64>) -> Vec<(u64, Path)> {
+        numbers.rev().map(|n| (n, Path::Backlog)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_committed_highest_first_as_blocks_arrive() {
+        let store = Arc::new(FakeStore::default());
+        let services = services(FakeChain::with_head(100), store.clone()).await;
+        let finished = work_batch(&services, "backlog-0", &backlog(41..=50))
+            .await
+            .unwrap();
+        assert_eq!(finished, 10);
+        let order: Vec<u64> = store
+            .state
+            .lock()
+            .unwrap()
+            .stream
+            .iter()
+            .map(|(b, _)| *b)
+            .collect();
+        assert_eq!(order, (41..=50).rev().collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_error_ends_the_batch_instead_of_hanging_on_the_fetch() {
+        let store = Arc::new(FakeStore::default());
+        store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let services = services(FakeChain::with_head(100), store.clone()).await;
+        // Paused time: a hang would run into the timeout at once.
+        let result = tokio::time::timeout(
+            Duration::from_secs(600),
+            work_batch(&services, "backlog-0", &backlog(1..=20)),
+        )
+        .await
+        .expect("work_batch hung after a store error");
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
 
     #[test]
     fn runs_group_consecutive_blocks_whatever_the_order() {

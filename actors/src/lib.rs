@@ -18,7 +18,8 @@
 //! - [`tip_watcher`] — TipWatcher
 //! - [`queue_worker`] — PriorityActor and BacklogActor (one actor type, two queues)
 //! - [`job`] — fetch, commit or fail one leased block (shared by all workers)
-//! - [`sync_rule`], [`retry`] — the pure rules (sync table, retry schedule)
+//! - [`sync_rule`], [`retry`], [`poll_schedule`] — the pure rules (sync table, retry schedule,
+//!   when to poll the head)
 //! - [`model`], [`chain`], [`store`] — the data and the two traits
 pub mod chain;
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod fakes;
 pub mod histogram;
 pub mod job;
 pub mod model;
+pub mod poll_schedule;
 pub mod queue_worker;
 pub mod retry;
 pub mod services;

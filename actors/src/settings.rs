@@ -21,10 +21,12 @@ pub struct Settings {
     pub priority_batch: usize,
     /// Wait before looking at an empty queue again.
     pub idle: Duration,
-    /// Next head poll when nothing was new (`H == L`).
-    pub poll_in_sync: Duration,
-    /// Next head poll after a new head was taken.
-    pub poll_after_block: Duration,
+    /// The chain's block time: the next block is due this long after the last one's timestamp.
+    pub block_interval: Duration,
+    /// Shortest wait between two head polls (while the next block is due but not there yet).
+    pub poll_min: Duration,
+    /// Longest wait between two head polls.
+    pub poll_max: Duration,
     /// How often the coordinator reaps expired leases and promotes due retries.
     pub maintain_every: Duration,
     /// The retry schedule in ms (see `retry::delays_ms`).
@@ -47,8 +49,9 @@ impl Default for Settings {
             backlog_batch: 50,
             priority_batch: 4,
             idle: Duration::from_millis(500),
-            poll_in_sync: Duration::from_secs(1),
-            poll_after_block: Duration::from_secs(3),
+            block_interval: Duration::from_secs(3),
+            poll_min: Duration::from_millis(250),
+            poll_max: Duration::from_secs(3),
             maintain_every: Duration::from_secs(1),
             retry_delays_ms: crate::retry::delays_ms(1.0),
             restart_max: 20,

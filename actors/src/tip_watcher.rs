@@ -1,8 +1,10 @@
-//! TipWatcher: polls the node's head, asks the SyncCoordinator what it means, and processes the
-//! head block itself when the coordinator leased it to the tip slot.
+//! TipWatcher: polls the node's head when the next block is due (see `poll_schedule`), asks the
+//! SyncCoordinator what it means, and processes the head block itself when the coordinator
+//! leased it to the tip slot.
 
 use crate::job::{work_batch, work_one};
-use crate::services::{Services, SlotState};
+use crate::poll_schedule::PollSchedule;
+use crate::services::{now_ms, Services, SlotState};
 use crate::store::Path;
 use crate::sync_coordinator::CoordinatorMsg;
 use ractor::rpc::CallResult;
@@ -20,10 +22,18 @@ pub enum TipMsg {
     Poll,
 }
 
+pub struct TipState {
+    slot: SlotState,
+    schedule: PollSchedule,
+}
+
 impl TipWatcher {
     /// One poll; returns the wait before the next one.
-    async fn poll(&self, state: &mut SlotState) -> Result<Duration, ActorProcessingErr> {
-        let settings = &self.services.settings;
+    async fn poll(&self, state: &mut TipState) -> Result<Duration, ActorProcessingErr> {
+        let TipState {
+            slot: state,
+            schedule,
+        } = state;
         if !state.resumed {
             let leases = self.services.store.owned_leases(&self.slot).await?;
             if !leases.is_empty() {
@@ -37,7 +47,7 @@ impl TipWatcher {
             Ok(head) => head,
             Err(error) => {
                 tracing::warn!(%error, "Head poll failed");
-                return Ok(settings.poll_in_sync);
+                return Ok(schedule.after_failure());
             }
         };
         let stats = &self.services.stats;
@@ -49,7 +59,7 @@ impl TipWatcher {
             .head_time_ms
             .store(head.timestamp_ms, Ordering::Relaxed);
         let Some(coordinator) = self.services.directory.coordinator() else {
-            return Ok(settings.poll_in_sync);
+            return Ok(schedule.after_failure());
         };
         let number = head.number;
         let decision = match coordinator
@@ -65,24 +75,24 @@ impl TipWatcher {
             Ok(CallResult::Success(Ok(decision))) => decision,
             Ok(CallResult::Success(Err(error))) => {
                 tracing::warn!(%error, head = number, "Could not record the new head");
-                return Ok(settings.poll_in_sync);
+                return Ok(schedule.after_failure());
             }
-            Ok(_) | Err(_) => return Ok(settings.poll_in_sync),
+            Ok(_) | Err(_) => return Ok(schedule.after_failure()),
         };
-        match decision.leased_head() {
-            Some(leased) => {
-                work_one(&self.services, &self.slot, Path::Tip, leased).await?;
-                Ok(settings.poll_after_block)
-            }
-            // In sync, or the node is behind us.
-            None => Ok(settings.poll_in_sync),
+        let seen_at = now_ms();
+        if let Some(leased) = decision.leased_head() {
+            work_one(&self.services, &self.slot, Path::Tip, leased).await?;
         }
+        // Timed from when the head was seen, so the next block's due time is kept whatever
+        // processing this one took.
+        let wait = schedule.after_head(number, head.timestamp_ms, seen_at);
+        Ok(wait.saturating_sub(Duration::from_millis(now_ms().saturating_sub(seen_at))))
     }
 }
 
 impl Actor for TipWatcher {
     type Msg = TipMsg;
-    type State = SlotState;
+    type State = TipState;
     type Arguments = ();
 
     async fn pre_start(
@@ -91,7 +101,15 @@ impl Actor for TipWatcher {
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(TipMsg::Poll)?;
-        Ok(SlotState::new(&self.services, &self.slot))
+        let settings = &self.services.settings;
+        Ok(TipState {
+            slot: SlotState::new(&self.services, &self.slot),
+            schedule: PollSchedule::new(
+                settings.block_interval,
+                settings.poll_min,
+                settings.poll_max,
+            ),
+        })
     }
 
     async fn handle(
@@ -107,10 +125,14 @@ impl Actor for TipWatcher {
                 }
                 let wait = match self.poll(state).await {
                     Ok(wait) => {
-                        state.succeeded(&self.slot);
+                        state.slot.succeeded(&self.slot);
                         wait
                     }
-                    Err(error) => state.failed(&self.slot, self.services.settings.idle, &error),
+                    Err(error) => {
+                        state
+                            .slot
+                            .failed(&self.slot, self.services.settings.idle, &error)
+                    }
                 };
                 myself.send_after(wait, || TipMsg::Poll);
             }

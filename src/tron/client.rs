@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 
-use actors::chain::{Chain, ChainError};
+use actors::chain::{BlockSink, Chain, ChainError};
 use actors::model::{Block, BlockHeader};
 use async_trait::async_trait;
 use serde_json::json;
@@ -32,6 +32,8 @@ use super::limiter::RateLimiter;
 pub const API_KEY_HEADER: &str = "TRON-PRO-API-KEY";
 /// The most blocks `getblockbylimitnext` gives in one answer; more answers `{}`.
 pub const MAX_RANGE: u64 = 100;
+/// Range requests (and their parsing) at once, for all workers together.
+const RANGES_AT_ONCE: usize = 2;
 
 #[derive(Clone)]
 pub struct TronClientConfig {
@@ -320,6 +322,9 @@ struct Inner {
     head: Mutex<Option<CachedHead>>,
     /// The highest head seen: blocks at or below it exist.
     known_head: AtomicU64,
+    /// Range answers in flight or being parsed: each is tens of MB (100 mainnet-sized blocks),
+    /// so they take turns instead of all workers holding one at once.
+    range_permits: Semaphore,
 }
 
 struct CachedHead {
@@ -370,6 +375,7 @@ impl TronClient {
                 stats: ClientStats::default(),
                 head: Mutex::new(None),
                 known_head: AtomicU64::new(0),
+                range_permits: Semaphore::new(RANGES_AT_ONCE),
             }),
         })
     }
@@ -557,6 +563,8 @@ impl TronClient {
         start: u64,
         end: u64,
     ) -> Result<BTreeMap<u64, RawBlock>, ChainError> {
+        // Never fails: the semaphore is never closed.
+        let _permit = self.inner.range_permits.acquire().await;
         let bytes = self
             .request(
                 Endpoint::BlockByLimitNext,
@@ -570,20 +578,22 @@ impl TronClient {
     }
 
     /// Blocks `[from, to)`, one range at a time so that no more than one range of bodies is
-    /// held in memory.
-    async fn fetch_blocks(&self, from: u64, to: u64) -> Vec<(u64, Result<Block, ChainError>)> {
-        let mut out = Vec::new();
+    /// held in memory, each block sent to `sink` as soon as it is complete.
+    async fn fetch_blocks(&self, from: u64, to: u64, sink: &BlockSink) {
         let range_size = self.inner.config.range_size.clamp(1, MAX_RANGE);
-        let mut start = from;
-        while start < to {
-            let end = to.min(start.saturating_add(range_size));
-            out.extend(self.fetch_chunk(start, end).await);
-            start = end;
+        let mut end = to;
+        // Highest range first, as the backlog wants.
+        while end > from {
+            let start = end.saturating_sub(range_size).max(from);
+            if !self.fetch_chunk(start, end, sink).await {
+                return;
+            }
+            end = start;
         }
-        out
     }
 
-    async fn fetch_chunk(&self, start: u64, end: u64) -> Vec<(u64, Result<Block, ChainError>)> {
+    /// Returns false when the receiver hung up.
+    async fn fetch_chunk(&self, start: u64, end: u64, sink: &BlockSink) -> bool {
         // `None`: no range fetch, every body is fetched on its own.
         let mut bodies = if self.inner.config.use_range_fetch {
             Some(self.fetch_range(start, end).await)
@@ -596,7 +606,7 @@ impl TronClient {
         };
         let permits = Arc::new(Semaphore::new(self.inner.config.fetch_concurrency.max(1)));
         let mut tasks = JoinSet::new();
-        for number in start..end {
+        for number in (start..end).rev() {
             let body = match &mut bodies {
                 None => None,
                 // One bad block spoils a whole range answer: fetch each on its own, so only
@@ -615,6 +625,7 @@ impl TronClient {
             };
             let client = self.clone();
             let permits = permits.clone();
+            let sink = sink.clone();
             tasks.spawn(
                 async move {
                     // Never fails: the semaphore is never closed.
@@ -624,28 +635,32 @@ impl TronClient {
                         Some(Err(error)) => Err(error),
                         None => client.block(number).await,
                     };
-                    (number, result)
+                    // Sent while holding the permit: a slow receiver slows the fetching down
+                    // instead of letting finished blocks pile up.
+                    let sent = sink.send((number, result)).await.is_ok();
+                    (number, sent)
                 }
                 .in_current_span(),
             );
         }
-        let mut results: BTreeMap<u64, Result<Block, ChainError>> = BTreeMap::new();
+        let mut reported = std::collections::BTreeSet::new();
+        let mut open = true;
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((number, result)) => {
-                    results.insert(number, result);
+                Ok((number, sent)) => {
+                    reported.insert(number);
+                    open &= sent;
                 }
                 Err(error) => tracing::error!(%error, "block fetch task failed"),
             }
         }
-        (start..end)
-            .map(|n| {
-                let result = results.remove(&n).unwrap_or_else(|| {
-                    Err(ChainError::Transport("block fetch task failed".to_string()))
-                });
-                (n, result)
-            })
-            .collect()
+        for number in (start..end).rev() {
+            if open && !reported.contains(&number) {
+                let failed = Err(ChainError::Transport("block fetch task failed".to_string()));
+                open = sink.send((number, failed)).await.is_ok();
+            }
+        }
+        open
     }
 }
 
@@ -678,8 +693,8 @@ impl Chain for TronClient {
         self.complete(body).await
     }
 
-    async fn blocks(&self, from: u64, to: u64) -> Vec<(u64, Result<Block, ChainError>)> {
-        self.fetch_blocks(from, to).await
+    async fn blocks_into(&self, from: u64, to: u64, sink: BlockSink) {
+        self.fetch_blocks(from, to, &sink).await
     }
 }
 
@@ -1100,7 +1115,8 @@ mod tests {
             .filter(|s| s.path == Endpoint::BlockByLimitNext.path())
             .map(|s| (num(&s.body, "startNum"), num(&s.body, "endNum")))
             .collect();
-        assert_eq!(ranges, vec![(1, 101), (101, 201), (201, 251)]);
+        // Highest first, as the backlog is worked.
+        assert_eq!(ranges, vec![(151, 251), (51, 151), (1, 51)]);
         assert_eq!(seen.len(), 3 + 250);
     }
 

@@ -74,9 +74,10 @@ struct ContractJson {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 struct ParameterJson {
-    // Kept raw: only the few contract types we publish are given a shape, so an unknown type
-    // (or a known one with odd extra fields) can never fail the block.
-    value: serde_json::Value,
+    // Kept as its JSON text: only the few contract types we publish are given a shape, so an
+    // unknown type (or a known one with odd extra fields) can never fail the block; and a
+    // range of bodies waiting to be decoded holds text, not a tree of maps (a third the memory).
+    value: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -445,12 +446,12 @@ fn transaction_events(
         let value = contract
             .parameter
             .as_ref()
-            .map(|p| &p.value)
-            .unwrap_or(&serde_json::Value::Null);
+            .and_then(|p| p.value.as_deref())
+            .map_or("null", |raw| raw.get());
         let shape = |e: serde_json::Error| malformed(what(), format!("parameter: {e}"));
         match contract.kind.as_deref() {
             Some("TransferContract") => {
-                let p = TransferJson::deserialize(value).map_err(shape)?;
+                let p = serde_json::from_str::<TransferJson>(value).map_err(shape)?;
                 out.push(event(
                     "trx",
                     EventBody::TrxTransfer {
@@ -461,7 +462,7 @@ fn transaction_events(
                 ));
             }
             Some("TransferAssetContract") => {
-                let p = TransferAssetJson::deserialize(value).map_err(shape)?;
+                let p = serde_json::from_str::<TransferAssetJson>(value).map_err(shape)?;
                 out.push(event(
                     "trc10",
                     EventBody::Trc10Transfer {
@@ -473,7 +474,7 @@ fn transaction_events(
                 ));
             }
             Some("TriggerSmartContract") => {
-                let p = TriggerJson::deserialize(value).map_err(shape)?;
+                let p = serde_json::from_str::<TriggerJson>(value).map_err(shape)?;
                 if p.call_value > 0 {
                     out.push(event(
                         "trx",
