@@ -101,6 +101,11 @@ impl LocalRedis {
         })
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|child| child.id())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

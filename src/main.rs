@@ -48,6 +48,9 @@ enum Command {
     /// Check a block range of the stream against the node: missing, duplicated and unexpected
     /// events per block. Exits 0 only when the range is exact.
     Verify(VerifyArgs),
+    /// Measure catch-up speed, head latency, memory and node requests on this machine against
+    /// its own ceilings (private redis-server, simulated node, the daemon as a child process).
+    Bench(cli::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -234,6 +237,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo(cli.config, args).await,
             Command::Dlq { action } => cli::dlq::run(cli.config, action).await,
             Command::Verify(args) => cli::verify::run(cli.config, args).await,
+            Command::Bench(args) => cli::bench::run(args).await,
         }
     })
 }
