@@ -1,5 +1,6 @@
 //! tron-actors: the outside world (config, TRON client, Redis store, CLI, telemetry, simulated
 //! node) around the actor tree of the `actors` crate.
+pub mod chaos;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -48,6 +48,9 @@ enum Command {
     /// Check a block range of the stream against the node: missing, duplicated and unexpected
     /// events per block. Exits 0 only when the range is exact.
     Verify(VerifyArgs),
+    /// Seeded chaos run: a faulty simulated node, daemon SIGKILLs, worker panics and Redis
+    /// restarts during a 20,000-block catch-up, then verify over the whole range.
+    Chaos(cli::chaos::ChaosArgs),
 }
 
 #[derive(Subcommand)]
@@ -234,6 +237,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo(cli.config, args).await,
             Command::Dlq { action } => cli::dlq::run(cli.config, action).await,
             Command::Verify(args) => cli::verify::run(cli.config, args).await,
+            Command::Chaos(args) => cli::chaos::run(args).await,
         }
     })
 }

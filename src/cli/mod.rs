@@ -1,4 +1,5 @@
 //! One module per subcommand that is more than a few lines.
+pub mod chaos;
 pub mod dlq;
 pub mod verify;
 
