@@ -665,8 +665,10 @@ impl Harness {
         })
         .map_err(|e| ChaosError::Client(e.to_string()))?;
         eprintln!(
-            "chaos: verifying blocks {}..={}",
-            self.report.from, self.report.to
+            "chaos: every block done and the daemon stopped after {} s; verifying blocks {}..={}",
+            self.started.elapsed().as_secs(),
+            self.report.from,
+            self.report.to
         );
         let verified = crate::verify::verify(
             Arc::new(client),
