@@ -1,6 +1,7 @@
 //! tron-actors: the outside world (config, TRON client, Redis store, CLI, telemetry, simulated
 //! node) around the actor tree of the `actors` crate.
 pub mod bench;
+pub mod chaos;
 pub mod config;
 pub mod daemon;
 pub mod demo;

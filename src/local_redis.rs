@@ -22,10 +22,24 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// How the private server keeps its data across a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing: a restart empties it.
+    None,
+    /// AOF with `appendfsync everysec`, as production should run.
+    AofEverySec,
+    /// AOF with `appendfsync always`. With `everysec`, Redis may hold a write in its own buffer
+    /// (not yet in the kernel) for up to 2 s while a slow background fsync runs, and still
+    /// answer; a SIGKILL then loses acknowledged writes. `always` writes and fsyncs before it
+    /// answers, so a harness that SIGKILLs Redis on a busy disk never loses what it was told.
+    AofAlways,
+}
+
 pub struct LocalRedis {
     port: u16,
     dir: PathBuf,
-    append_only: bool,
+    persistence: Persistence,
     child: Option<Child>,
 }
 
@@ -33,10 +47,24 @@ impl LocalRedis {
     /// Starts redis-server on `port` with its files in `dir`; `append_only` turns on AOF with
     /// `appendfsync everysec`, as production should run.
     pub async fn start(dir: &Path, port: u16, append_only: bool) -> Result<Self, LocalRedisError> {
+        let persistence = if append_only {
+            Persistence::AofEverySec
+        } else {
+            Persistence::None
+        };
+        Self::start_with(dir, port, persistence).await
+    }
+
+    /// Starts redis-server on `port` with its files in `dir`, persisting as told.
+    pub async fn start_with(
+        dir: &Path,
+        port: u16,
+        persistence: Persistence,
+    ) -> Result<Self, LocalRedisError> {
         let mut redis = LocalRedis {
             port,
             dir: dir.to_path_buf(),
-            append_only,
+            persistence,
             child: None,
         };
         redis.spawn().await?;
@@ -63,9 +91,17 @@ impl LocalRedis {
             .arg("--save")
             .arg("")
             .arg("--appendonly")
-            .arg(if self.append_only { "yes" } else { "no" })
+            .arg(if self.persistence == Persistence::None {
+                "no"
+            } else {
+                "yes"
+            })
             .arg("--appendfsync")
-            .arg("everysec")
+            .arg(if self.persistence == Persistence::AofAlways {
+                "always"
+            } else {
+                "everysec"
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

@@ -51,6 +51,9 @@ enum Command {
     /// Measure catch-up speed, head latency, memory and node requests on this machine against
     /// its own ceilings (private redis-server, simulated node, the daemon as a child process).
     Bench(cli::bench::BenchArgs),
+    /// Seeded chaos run: a faulty simulated node, daemon SIGKILLs, worker panics and Redis
+    /// restarts during a 20,000-block catch-up, then verify over the whole range.
+    Chaos(cli::chaos::ChaosArgs),
 }
 
 #[derive(Subcommand)]
@@ -238,6 +241,7 @@ fn main() -> ExitCode {
             Command::Dlq { action } => cli::dlq::run(cli.config, action).await,
             Command::Verify(args) => cli::verify::run(cli.config, args).await,
             Command::Bench(args) => cli::bench::run(args).await,
+            Command::Chaos(args) => cli::chaos::run(args).await,
         }
     })
 }
