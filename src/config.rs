@@ -13,6 +13,20 @@ use std::time::Duration;
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "TRON_ACTORS_";
 
+/// `url` with its password (if any) replaced, for output: a Redis URL may carry one.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            if parsed.set_password(Some("REDACTED")).is_ok() {
+                parsed.to_string()
+            } else {
+                "<url with a password>".to_string()
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// A secret string: never shown by Debug or Display.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -148,6 +162,8 @@ pub struct ShutdownConfig {
 pub struct LogConfig {
     pub format: String,
     pub level: String,
+    /// While catching up and not on a terminal: a progress line this often (ms); 0 = never.
+    pub progress_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -476,6 +492,16 @@ mod tests {
             assert!(message.contains("sync.lease_ms"), "{message}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:hunter2@redis:6379/0"),
+            "redis://:REDACTED@redis:6379/0"
+        );
+        assert_eq!(redact_url("redis://redis:6379"), "redis://redis:6379");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]
