@@ -88,6 +88,8 @@ impl Process {
 }
 
 async fn http_get(url: &str) -> Option<(u16, String)> {
+    // reqwest is built without a TLS provider and refuses to build a client before one is set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let response = reqwest::Client::new()
         .get(url)
         .timeout(Duration::from_secs(5))
