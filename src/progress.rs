@@ -144,13 +144,18 @@ pub fn render_bar(figures: &Figures, total: u64, width: usize) -> String {
         done as f64 / total as f64
     };
     let filled = ((fraction * width as f64).round() as usize).min(width);
+    // A slow node (or a debug build) publishes under one block per second: keep a decimal there.
+    let rate = if figures.blocks_per_s < 10.0 {
+        format!("{:.1}", figures.blocks_per_s)
+    } else {
+        format!("{:.0}", figures.blocks_per_s)
+    };
     format!(
-        "[{}{}] {:>3}%  {} blocks left  {:.0} blocks/s  ETA {}",
+        "[{}{}] {:>3}%  {} blocks left  {rate} blocks/s  ETA {}",
         "#".repeat(filled),
         "-".repeat(width - filled),
         (fraction * 100.0).floor() as u64,
         group_thousands(figures.blocks_left),
-        figures.blocks_per_s,
         figures.eta.map_or_else(|| "?".to_string(), format_duration)
     )
 }
@@ -339,6 +344,6 @@ mod tests {
             blocks_per_s: 0.0,
             ..figures
         };
-        assert!(render_bar(&stalled, 20_000, 10).ends_with("0 blocks/s  ETA ?"));
+        assert!(render_bar(&stalled, 20_000, 10).ends_with("  0.0 blocks/s  ETA ?"));
     }
 }
