@@ -631,24 +631,7 @@ async fn the_api_key_is_sent_on_every_node_request_and_never_shown() {
 async fn catching_up_logs_blocks_left_rate_and_eta_every_few_seconds_when_not_on_a_terminal() {
     let redis = TestRedis::start().await;
     let head = 60_000_000 + 20 - 1;
-    // Two blocks that always fail keep the daemon "catching up" for as long as the test needs.
-    let sim = tron_actors::sim::spawn(
-        tron_actors::sim::SimParams {
-            seed: 7,
-            history: 20,
-            txs_per_block: 3,
-            frozen: true,
-            genesis_ms: Some(1_700_000_000_000),
-            ..Default::default()
-        },
-        tron_actors::sim::SimFaults {
-            malformed_blocks: [head - 3, head - 2].into_iter().collect(),
-            ..Default::default()
-        },
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap();
+    let sim = sim_with_two_failing_blocks(head).await;
     let url = sim.url();
     let redis_url = redis.url();
     let from = (head - 5).to_string();
@@ -691,6 +674,89 @@ async fn catching_up_logs_blocks_left_rate_and_eta_every_few_seconds_when_not_on
         .sum::<u64>();
     assert_eq!(waiting, 2, "{line}");
     assert_eq!(daemon.terminate().await.code(), Some(0));
+}
+
+/// The sim of the progress tests: two blocks that always fail keep the daemon "catching up"
+/// with exactly two blocks left for as long as a test needs.
+async fn sim_with_two_failing_blocks(head: u64) -> tron_actors::sim::SimHandle {
+    tron_actors::sim::spawn(
+        tron_actors::sim::SimParams {
+            seed: 7,
+            history: head - 60_000_000 + 1,
+            txs_per_block: 3,
+            frozen: true,
+            genesis_ms: Some(1_700_000_000_000),
+            ..Default::default()
+        },
+        tron_actors::sim::SimFaults {
+            malformed_blocks: [head - 3, head - 2].into_iter().collect(),
+            ..Default::default()
+        },
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_catching_up_draws_a_progress_bar_with_blocks_left_rate_and_eta() {
+    let redis = TestRedis::start().await;
+    let head = 60_000_000 + 20 - 1;
+    let sim = sim_with_two_failing_blocks(head).await;
+    // `script` (util-linux, on every Debian system) runs the daemon on a pseudo-terminal.
+    let daemon_line = format!("{BIN} run");
+    let dir = tempfile::tempdir().unwrap();
+    let typescript = dir.path().join("terminal");
+    let mut script = Command::new("script")
+        .args(["-qfec", &daemon_line])
+        .arg(&typescript)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .env("TRON_ACTORS_NODE__URL", sim.url())
+        .env("TRON_ACTORS_REDIS__URL", redis.url())
+        .env("TRON_ACTORS_SYNC__START_BLOCK", (head - 5).to_string())
+        .env("TRON_ACTORS_METRICS__LISTEN", "")
+        // Retries after 1 s, 2 s, 6 s...: their warnings are log lines written under the bar.
+        .env("TRON_ACTORS_RETRY__DELAY_SCALE", "0.2")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("`script` (util-linux) is needed to run the daemon on a terminal");
+    let screen = || std::fs::read_to_string(&typescript).unwrap_or_default();
+    common::wait_until(WAIT, "a bar with two blocks left, then a log line", || {
+        let screen = screen();
+        let found = screen
+            .find("  2 blocks left  ")
+            .is_some_and(|bar| screen[bar..].contains(" WARN"));
+        async move { found }
+    })
+    .await;
+    let screen = screen();
+    // The bar is redrawn in place: each drawing starts by going back and clearing the line.
+    let drawings: Vec<&str> = screen
+        .split("\r\x1b[2K")
+        .filter(|d| d.starts_with('['))
+        .collect();
+    let drawing = drawings
+        .iter()
+        .find(|d| d.contains("  2 blocks left  "))
+        .unwrap();
+    assert!(drawing.contains("%  2 blocks left  "), "{drawing:?}");
+    assert!(drawing.contains(" blocks/s  ETA "), "{drawing:?}");
+    // Nothing is ever written after a drawing on its line: a log line clears the bar first.
+    for drawing in &drawings {
+        assert!(!drawing.contains('\n'), "{drawing:?}");
+    }
+    let pid = script.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let _ = tokio::time::timeout(Duration::from_secs(30), script.wait()).await;
 }
 
 #[tokio::test]
