@@ -30,7 +30,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin tron-actors
+    && groupadd --system --gid 10001 tron-actors \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin tron-actors
 COPY --from=build /usr/local/bin/tron-actors /usr/local/bin/tron-actors
 LABEL org.opencontainers.image.title="tron-actors" \
       org.opencontainers.image.description="Follows the TRON chain and publishes every event to a Redis stream, exactly once" \
