@@ -12,11 +12,83 @@ use std::time::Duration;
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "TRON_ACTORS_";
+const API_KEY_PATH: &str = "node.api_key";
 
-/// A secret string: never shown by Debug or Display.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// `url` with its password (if any) replaced, for output: a Redis URL may carry one.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            if parsed.set_password(Some("REDACTED")).is_ok() {
+                parsed.to_string()
+            } else {
+                "<url with a password>".to_string()
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A secret string: never shown by Debug or Display, nor by a deserialization error.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
+
+/// Accepts only a string, and says so without the value: serde's own type errors quote it
+/// (`found unsigned int `1234``), which would put the secret in an error message.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        struct Visitor;
+        fn refuse<E: Error>() -> E {
+            E::custom("must be a string (quote it in TOML); the value is not shown")
+        }
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_string<E: Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_bool<E: Error>(self, _: bool) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_i64<E: Error>(self, _: i64) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_i128<E: Error>(self, _: i128) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_u64<E: Error>(self, _: u64) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_u128<E: Error>(self, _: u128) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_f64<E: Error>(self, _: f64) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_bytes<E: Error>(self, _: &[u8]) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_none<E: Error>(self) -> Result<Secret, E> {
+                Ok(Secret::default())
+            }
+            fn visit_unit<E: Error>(self) -> Result<Secret, E> {
+                Ok(Secret::default())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(refuse())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(refuse())
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -149,6 +221,8 @@ pub struct ShutdownConfig {
 pub struct LogConfig {
     pub format: String,
     pub level: String,
+    /// While catching up and not on a terminal: a progress line this often (ms); 0 = never.
+    pub progress_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +244,20 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment.merge(Env::prefixed(ENV_PREFIX).split("__"))
+        // figment reads `1234` or `true` in a variable as a number or a boolean: an API key must
+        // reach us as the exact string it is, so its variable is taken raw.
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .ignore(&[API_KEY_PATH]),
+        );
+        let api_key_var = format!("{ENV_PREFIX}NODE__API_KEY");
+        if let Some((_, key)) =
+            std::env::vars().find(|(name, _)| name.eq_ignore_ascii_case(&api_key_var))
+        {
+            figment = figment.merge(figment::providers::Serialized::default(API_KEY_PATH, key));
+        }
+        figment
     }
 
     /// Loads and validates; every problem is reported at once.
@@ -486,6 +573,35 @@ mod tests {
             assert!(message.contains("sync.lease_ms"), "{message}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn an_api_key_that_looks_like_a_number_stays_a_string_and_a_bad_one_is_not_quoted() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TRON_ACTORS_NODE__API_KEY", "0012345");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.node.api_key.expose(), "0012345");
+            jail.clear_env();
+            jail.create_file("c.toml", "[node]\napi_key = 98765\n")?;
+            let message = Config::load(Some(Path::new("c.toml")))
+                .map(|_| ())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(message.contains("node.api_key"), "{message}");
+            assert!(!message.contains("98765"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:hunter2@redis:6379/0"),
+            "redis://:REDACTED@redis:6379/0"
+        );
+        assert_eq!(redact_url("redis://redis:6379"), "redis://redis:6379");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]

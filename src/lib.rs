@@ -8,6 +8,7 @@ pub mod demo;
 pub mod local_redis;
 pub mod metrics;
 pub mod ops_server;
+pub mod progress;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

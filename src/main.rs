@@ -21,7 +21,10 @@ use tron_actors::tron::TronClient;
 every event of every block to a Redis stream kept 7 days. Gaps after downtime are filled through a \
 priority queue (<= 20 blocks) or a backlog (up to 201,600 blocks), newest first.\n\n\
 Configuration: config/default.toml (built in), then --config FILE, then environment variables \
-TRON_ACTORS_<SECTION>__<KEY> (e.g. TRON_ACTORS_NODE__URL, TRON_ACTORS_REDIS__URL)."
+TRON_ACTORS_<SECTION>__<KEY> (e.g. TRON_ACTORS_NODE__URL, TRON_ACTORS_REDIS__URL, \
+TRON_ACTORS_NODE__API_KEY or TRON_ACTORS_NODE__API_KEY_FILE; the key is never shown).\n\n\
+Exit codes: 0 done, 1 failed while running (or a check failed), 2 refused to start (bad \
+configuration or arguments)."
 )]
 struct Cli {
     /// A TOML file overriding the built-in defaults (environment variables override it).
@@ -33,8 +36,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Follow the node and publish events (the daemon).
-    Run,
+    /// Follow the node and publish events (the daemon). With --dry-run: check the configuration,
+    /// Redis and the node, print where it would start, and exit.
+    Run(cli::run::RunArgs),
     /// Serve a simulated TRON node (same endpoints, JSON shapes and quirks as java-tron).
     Sim(SimArgs),
     /// Try it without a node: a simulated node, a Redis (the configured one if reachable, else a
@@ -48,6 +52,12 @@ enum Command {
     /// Check a block range of the stream against the node: missing, duplicated and unexpected
     /// events per block. Exits 0 only when the range is exact.
     Verify(VerifyArgs),
+    /// Show the sync state from Redis and the node: head, last synced, lag, queue depths, leases
+    /// by slot, retries, dead letters, stream length and memory. The daemon need not run.
+    Status(cli::status::StatusArgs),
+    /// Ask a running daemon's /healthz (or /readyz with --ready) on metrics.listen; exit 0 when
+    /// it answers 200. The container's HEALTHCHECK (no curl needed).
+    Health(cli::health::HealthArgs),
     /// Measure catch-up speed, head latency, memory and node requests on this machine against
     /// its own ceilings (private redis-server, simulated node, the daemon as a child process).
     Bench(cli::bench::BenchArgs),
@@ -113,6 +123,9 @@ struct SimArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
+    /// Answer 401, as TronGrid does, to every node request without this TRON-PRO-API-KEY.
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -196,6 +209,7 @@ impl SimArgs {
             history: self.history,
             block_interval_ms: self.block_interval_ms,
             txs_per_block: self.txs_per_block,
+            api_key: self.api_key.clone(),
             ..SimParams::default()
         }
     }
@@ -235,11 +249,14 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Run => run(cli.config).await,
+            Command::Run(args) if args.dry_run => cli::run::dry_run(cli.config).await,
+            Command::Run(_) => run(cli.config).await,
             Command::Sim(args) => sim(args).await,
             Command::Demo(args) => demo(cli.config, args).await,
             Command::Dlq { action } => cli::dlq::run(cli.config, action).await,
             Command::Verify(args) => cli::verify::run(cli.config, args).await,
+            Command::Status(args) => cli::status::run(cli.config, args).await,
+            Command::Health(args) => cli::health::run(cli.config, args).await,
             Command::Bench(args) => cli::bench::run(args).await,
             Command::Chaos(args) => cli::chaos::run(args).await,
         }
@@ -318,8 +335,8 @@ async fn follow(
         }
     };
     tracing::info!(
-        node = %config.node.url,
-        redis = %config.redis.url,
+        node = %tron_actors::config::redact_url(&config.node.url),
+        redis = %tron_actors::config::redact_url(&config.redis.url),
         prefix = %config.redis.prefix,
         start = %config.sync.start_block.map_or_else(|| "last synced, or the head on a first run".to_string(), |b| format!("block {b} on a first run")),
         "Starting tron-actors"
@@ -343,8 +360,14 @@ async fn follow(
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    let progress = tron_actors::progress::spawn(
+        daemon.store.clone(),
+        daemon.stats.clone(),
+        tron_actors::progress::Mode::choose(&config.log.format, config.log.progress_ms),
+    );
     tokio::select! {
         _ = stop => {
+            drop(progress);
             tracing::info!("Shutting down: finishing in-flight blocks");
             match daemon.shutdown().await {
                 Ok(()) => {

@@ -194,7 +194,7 @@ pub fn init(format: &str, level: &str, otel: &OtelSettings) -> Result<Telemetry,
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(|| ClearBarWriter { first: true })
             .boxed()
     };
     let provider = tracer_provider(otel, stats.clone())?;
@@ -223,6 +223,26 @@ pub fn init(format: &str, level: &str, otel: &OtelSettings) -> Result<Telemetry,
         provider: if installed { provider } else { None },
         stats,
     })
+}
+
+/// Stderr for human-readable logs: a line first wipes the progress bar when one is drawn (the
+/// bar redraws itself below at its next tick), so the two never share a line.
+struct ClearBarWriter {
+    first: bool,
+}
+
+impl std::io::Write for ClearBarWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        if std::mem::take(&mut self.first) && crate::progress::take_bar_visible() {
+            err.write_all(b"\r\x1b[2K")?;
+        }
+        err.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Logs only (for commands that export nothing).

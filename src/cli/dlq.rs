@@ -4,7 +4,7 @@ use crate::{load_config, DlqAction, EXIT_RUNTIME};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-fn format_time(ms: u64) -> String {
+pub(crate) fn format_time(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since the epoch (Howard Hinnant's algorithm), to print UTC times

@@ -50,6 +50,9 @@ pub struct SimParams {
     /// Forks replace 1 to this many blocks (at most 19, so irreversible blocks never change).
     /// Default 3.
     pub max_fork_depth: u64,
+    /// When set, every node API request must carry it as `TRON-PRO-API-KEY` or get TronGrid's
+    /// 401, so tests can prove the daemon sends the key on every request. Default none.
+    pub api_key: Option<String>,
 }
 
 impl Default for SimParams {
@@ -64,6 +67,7 @@ impl Default for SimParams {
             frozen: false,
             fork_rate: 0.0,
             max_fork_depth: 3,
+            api_key: None,
         }
     }
 }

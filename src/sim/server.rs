@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::any;
 use axum::serve::{IncomingStream, Listener};
@@ -83,6 +83,9 @@ struct Shared {
     chain: Arc<SimChain>,
     faults: FaultState,
     requests: [AtomicU64; 2 * Endpoint::ALL.len()],
+    /// Node API requests that carried the required API key, and those refused without it.
+    key_accepted: AtomicU64,
+    key_refused: AtomicU64,
 }
 
 impl Shared {
@@ -131,6 +134,12 @@ impl Shared {
             "faults": faults,
             "penalty_left_ms": self.faults.penalty_left().as_millis() as u64,
             "malformed_blocks": self.faults.faults().malformed_blocks.iter().collect::<Vec<_>>(),
+            // Counts only: the key itself is never echoed.
+            "api_key": {
+                "required": p.api_key.is_some(),
+                "accepted": self.key_accepted.load(Ordering::Relaxed),
+                "refused": self.key_refused.load(Ordering::Relaxed),
+            },
         })
     }
 }
@@ -229,6 +238,8 @@ pub async fn spawn(
         chain,
         faults: FaultState::new(faults),
         requests: std::array::from_fn(|_| AtomicU64::new(0)),
+        key_accepted: AtomicU64::new(0),
+        key_refused: AtomicU64::new(0),
     });
     let app = router(Arc::clone(&shared));
     let (stop, stopped) = oneshot::channel::<()>();
@@ -289,8 +300,12 @@ fn router(shared: Arc<Shared>) -> Router {
                     move |State(shared): State<Arc<Shared>>,
                           ConnectInfo(conn): ConnectInfo<ConnCtl>,
                           method: Method,
+                          headers: HeaderMap,
                           uri: Uri,
                           body: Bytes| async move {
+                        if let Some(refused) = check_api_key(&shared, &headers) {
+                            return refused;
+                        }
                         node_api(&shared, endpoint, solid, &conn, &method, &uri, &body).await
                     },
                 ),
@@ -301,6 +316,24 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/sim/expected", any(sim_expected))
         .route("/sim/advance", any(sim_advance))
         .with_state(shared)
+}
+
+/// TronGrid's answer to a missing or unknown key: 401, before any rate limit or fault.
+fn check_api_key(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let required = shared.chain.params().api_key.as_deref()?;
+    let sent = headers
+        .get(crate::tron::client::API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if sent == Some(required) {
+        shared.key_accepted.fetch_add(1, Ordering::Relaxed);
+        None
+    } else {
+        shared.key_refused.fetch_add(1, Ordering::Relaxed);
+        Some(respond(
+            StatusCode::UNAUTHORIZED,
+            json!({"Success": false, "Error": "ApiKey not exists", "code": 401}).to_string(),
+        ))
+    }
 }
 
 fn respond(status: StatusCode, body: impl Into<Body>) -> Response {

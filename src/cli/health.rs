@@ -1,0 +1,108 @@
+//! `tron-actors health [--ready] [--url URL]`: one HTTP GET to a running daemon's operations
+//! server, so a container image needs no curl for its HEALTHCHECK.
+use crate::{load_config, EXIT_CONFIG, EXIT_RUNTIME};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args)]
+pub(crate) struct HealthArgs {
+    /// Ask /readyz (Redis and the node reachable, the actor tree running) instead of /healthz.
+    #[arg(long)]
+    pub ready: bool,
+    /// The URL to ask instead of http://<metrics.listen>/healthz (0.0.0.0 means this host).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    pub timeout_ms: u64,
+}
+
+/// The URL of the daemon's own endpoint, from `metrics.listen`: a wildcard address is asked on
+/// loopback, as the check runs on the same host (or in the same container).
+pub(crate) fn local_url(listen: &str, path: &str) -> Option<String> {
+    let addr: SocketAddr = listen.parse().ok()?;
+    let host = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    Some(format!("http://{host}:{}{path}", addr.port()))
+}
+
+pub(crate) async fn run(config_file: Option<PathBuf>, args: HealthArgs) -> ExitCode {
+    let path = if args.ready { "/readyz" } else { "/healthz" };
+    let url = match args.url {
+        Some(url) => url,
+        None => {
+            let config = match load_config(config_file) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match local_url(&config.metrics.listen, path) {
+                Some(url) => url,
+                None => {
+                    eprintln!(
+                        "error: metrics.listen = {:?}: no operations server to ask (set it, e.g. 0.0.0.0:9464, or give --url)",
+                        config.metrics.listen
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    // reqwest is built without a TLS provider; an https --url needs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_millis(args.timeout_ms))
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("error: cannot build an HTTP client: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match client.get(&url).send().await {
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            if status.is_success() {
+                print!("{body}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("unhealthy: {url} answered {status}: {}", body.trim());
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {url}: {error}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_url;
+
+    #[test]
+    fn wildcard_addresses_are_asked_on_loopback() {
+        assert_eq!(
+            local_url("0.0.0.0:9464", "/healthz").as_deref(),
+            Some("http://127.0.0.1:9464/healthz")
+        );
+        assert_eq!(
+            local_url("[::]:9464", "/readyz").as_deref(),
+            Some("http://[::1]:9464/readyz")
+        );
+        assert_eq!(
+            local_url("10.0.0.5:80", "/healthz").as_deref(),
+            Some("http://10.0.0.5:80/healthz")
+        );
+        assert_eq!(local_url("", "/healthz"), None);
+    }
+}

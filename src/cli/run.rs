@@ -1,0 +1,277 @@
+//! `tron-actors run --dry-run`: everything `run` checks before it starts, and what it would do
+//! first, without starting. The configuration is loaded and validated (exit 2 naming the key),
+//! Redis and the node must answer (exit 1 with the reason), then the plan is printed: where
+//! syncing resumes, which queues hold which blocks, which leases will be resumed.
+use super::{api_key_shown, node_client, node_head, store_for, CHECK_TIMEOUT};
+use crate::{load_config, EXIT_RUNTIME};
+use actors::store::Queue;
+use actors::sync_rule::{decide, TipDecision};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tron_actors::config::{redact_url, Config};
+use tron_actors::store::{RedisStore, StoreSnapshot};
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// Check the configuration, Redis and the node, print the plan, and exit (0 = ready to run).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What Redis holds, with the lowest and highest block of each queue.
+struct RedisState {
+    snapshot: StoreSnapshot,
+    priority_range: Option<(u64, u64)>,
+    backlog_range: Option<(u64, u64)>,
+    /// `appendonly` as the server reports it, when it lets us ask.
+    append_only: Option<String>,
+}
+
+pub(crate) async fn dry_run(config_file: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config_file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    tron_actors::telemetry::init_logs(&config.log.format, "error");
+    let store = match store_for(&config) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let client = match node_client(&config) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    println!("configuration: valid");
+    print!("{}", describe_config(&config));
+    let (redis, head) = tokio::join!(read_redis(&store), node_head(&client));
+    match &redis {
+        Ok(state) => {
+            let aof = match state.append_only.as_deref() {
+                Some("yes") => "AOF on".to_string(),
+                Some(other) => format!(
+                    "AOF {other}: WARNING, a Redis restart can lose recent commits; set appendonly yes"
+                ),
+                None => "AOF unknown (CONFIG GET refused)".to_string(),
+            };
+            println!("redis: reachable ({aof})");
+        }
+        Err(error) => {
+            eprintln!(
+                "error: redis at {}: {error} (check redis.url, and that Redis runs)",
+                redact_url(&config.redis.url)
+            );
+        }
+    }
+    match &head {
+        Ok(head) => println!(
+            "node: reachable, head {} ({})",
+            head.number,
+            super::dlq::format_time(head.timestamp_ms)
+        ),
+        Err(error) => {
+            eprintln!("error: node at {}: {error}", redact_url(&config.node.url));
+        }
+    }
+    let (Ok(state), Ok(head)) = (redis, head) else {
+        eprintln!("not ready: `run` would start, but could not work until the above is fixed");
+        return ExitCode::from(EXIT_RUNTIME);
+    };
+    print!("{}", plan(&config, &state, head.number));
+    println!("ready: `run` would start as above");
+    ExitCode::SUCCESS
+}
+
+fn describe_config(config: &Config) -> String {
+    let mut out = String::new();
+    let node = &config.node;
+    out.push_str(&format!(
+        "  node      {} (api key: {}, rate limit: {})\n",
+        redact_url(&node.url),
+        api_key_shown(config),
+        if node.rate_limit_rps > 0.0 {
+            format!("{} requests/s", node.rate_limit_rps)
+        } else {
+            "none".into()
+        }
+    ));
+    out.push_str(&format!(
+        "  redis     {} (prefix {}, stream {}:events, kept {} h)\n",
+        redact_url(&config.redis.url),
+        config.redis.prefix,
+        config.redis.prefix,
+        config.stream.retention_hours
+    ));
+    out.push_str(&format!(
+        "  workers   tip, priority, {} backlog (batches of {})\n",
+        config.sync.backlog_workers, config.sync.backlog_batch
+    ));
+    out.push_str(&format!(
+        "  metrics   {}\n",
+        super::health::local_url(&config.metrics.listen, "/metrics")
+            .map_or_else(|| "off".into(), |url| format!("{url}, /healthz, /readyz"))
+    ));
+    let otel = config.otel_settings();
+    let endpoint = if otel.endpoint.is_empty() {
+        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default()
+    } else {
+        otel.endpoint
+    };
+    out.push_str(&format!(
+        "  traces    {}\n",
+        if endpoint.is_empty() {
+            "off".to_string()
+        } else {
+            format!("OTLP to {}", redact_url(&endpoint))
+        }
+    ));
+    out
+}
+
+async fn read_redis(store: &RedisStore) -> Result<RedisState, String> {
+    let read = async {
+        let snapshot = store.snapshot().await.map_err(|e| e.to_string())?;
+        let mut conn = store.connection();
+        let (priority_low, priority_high, backlog_low, backlog_high): (
+            Vec<u64>,
+            Vec<u64>,
+            Vec<u64>,
+            Vec<u64>,
+        ) = redis::pipe()
+            .zrange(store.keys().queue(Queue::Priority), 0, 0)
+            .zrange(store.keys().queue(Queue::Priority), -1, -1)
+            .zrange(store.keys().queue(Queue::Backlog), 0, 0)
+            .zrange(store.keys().queue(Queue::Backlog), -1, -1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Managed Redis services often refuse CONFIG: that is no reason to refuse to start.
+        let append_only = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+            .ok()
+            .and_then(|pair| pair.get(1).cloned());
+        let range = |low: Vec<u64>, high: Vec<u64>| Some((*low.first()?, *high.first()?));
+        Ok(RedisState {
+            snapshot,
+            priority_range: range(priority_low, priority_high),
+            backlog_range: range(backlog_low, backlog_high),
+            append_only,
+        })
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, read).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+    }
+}
+
+fn blocks(n: u64) -> String {
+    if n == 1 {
+        "1 block".into()
+    } else {
+        format!("{n} blocks")
+    }
+}
+
+/// What `run` would do first, from the state in Redis and the node's head.
+fn plan(config: &Config, state: &RedisState, head: u64) -> String {
+    let s = &state.snapshot;
+    let mut out = String::from("plan:\n");
+    let last = s.last_synced.filter(|l| *l > 0);
+    // A first run with start_block behaves as if start_block - 1 was synced.
+    let (effective, start) = match (last, config.sync.start_block) {
+        (Some(last), _) => {
+            out.push_str(&format!("  last synced block {last}, node head {head}\n"));
+            (Some(last), None)
+        }
+        (None, Some(start)) => {
+            out.push_str(&format!(
+                "  first run (no last synced block); sync.start_block = {start}, node head {head}\n"
+            ));
+            (Some(start.saturating_sub(1)), Some(start))
+        }
+        (None, None) => {
+            out.push_str(&format!(
+                "  first run (no last synced block), node head {head}\n"
+            ));
+            (None, None)
+        }
+    };
+    let limits = config.settings().limits;
+    let first = match decide(effective, head, limits) {
+        TipDecision::InSync => format!("in sync: wait for block {}", head + 1),
+        TipDecision::Next { head } => match (last, start) {
+            (None, None) => format!("start at the head: publish block {head}, then follow"),
+            _ => format!("publish block {head}, then follow the head"),
+        },
+        TipDecision::SmallGap { from, to, head } => format!(
+            "put blocks {from}..={to} ({}) on the priority queue, publish block {head}, then follow",
+            blocks(to - from + 1)
+        ),
+        TipDecision::LargeGap {
+            from,
+            to,
+            head,
+            skipped,
+        } => {
+            let mut line = format!(
+                "put blocks {from}..={to} ({}) on the backlog, worked highest first by {} workers, publish block {head}, then follow",
+                blocks(to - from + 1),
+                config.sync.backlog_workers
+            );
+            if skipped > 0 {
+                line.push_str(&format!(
+                    "; {} older than sync.backlog_max = {} are never fetched",
+                    blocks(skipped),
+                    limits.backlog_max
+                ));
+            }
+            line
+        }
+        TipDecision::Behind { head, last } => format!(
+            "the node (head {head}) is behind the last synced block {last}: wait until it catches up"
+        ),
+    };
+    out.push_str(&format!("  first: {first}\n"));
+    let range = |r: Option<(u64, u64)>| {
+        r.map_or_else(String::new, |(low, high)| format!(" ({low}..={high})"))
+    };
+    out.push_str(&format!(
+        "  priority queue: {}{}\n",
+        blocks(s.priority),
+        range(state.priority_range)
+    ));
+    out.push_str(&format!(
+        "  backlog queue: {}{}\n",
+        blocks(s.backlog),
+        range(state.backlog_range)
+    ));
+    out.push_str(&format!("  retrying: {}\n", blocks(s.retry)));
+    out.push_str(&format!(
+        "  dead letters: {}{}\n",
+        blocks(s.dead),
+        if s.dead > 0 {
+            " (see `tron-actors dlq list`)"
+        } else {
+            ""
+        }
+    ));
+    if s.leases_by_slot.is_empty() {
+        out.push_str("  leases: none\n");
+    } else {
+        let by_slot: Vec<String> = s
+            .leases_by_slot
+            .iter()
+            .map(|(slot, n)| format!("{slot} {n}"))
+            .collect();
+        out.push_str(&format!(
+            "  leases: {} resumed by their slots at start ({})\n",
+            blocks(s.leased()),
+            by_slot.join(", ")
+        ));
+    }
+    out.push_str(&format!("  stream: {} entries\n", s.stream_len));
+    out
+}

@@ -1,0 +1,310 @@
+//! `tron-actors status [--json]`: the sync state as Redis and the node see it. It reads, never
+//! writes, and works whether the daemon runs or not. When one side does not answer, what the
+//! other side knows is still printed, and the exit status is 1.
+use super::{api_key_shown, node_client, node_head, store_for, CHECK_TIMEOUT};
+use crate::{load_config, EXIT_RUNTIME};
+use clap::Args;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tron_actors::config::redact_url;
+use tron_actors::store::RedisStore;
+
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Status {
+    node: NodeStatus,
+    redis: RedisStatus,
+    /// What Redis holds; absent when Redis does not answer.
+    sync: Option<SyncStatus>,
+}
+
+#[derive(Serialize)]
+struct NodeStatus {
+    url: String,
+    api_key: &'static str,
+    head: Option<u64>,
+    head_time_ms: Option<u64>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RedisStatus {
+    url: String,
+    prefix: String,
+    used_memory_bytes: Option<u64>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SyncStatus {
+    last_synced: Option<u64>,
+    /// As `tron_actors_lag_blocks`: head - last_synced plus queued, leased and retrying blocks;
+    /// absent without a head.
+    lag_blocks: Option<u64>,
+    /// Head block time minus the newest published block's time.
+    lag_seconds: Option<f64>,
+    #[serde(skip)]
+    last_block_time_ms: Option<u64>,
+    queues: Queues,
+    leases_by_slot: BTreeMap<String, u64>,
+    published: Published,
+    stream: StreamStatus,
+}
+
+#[derive(Serialize)]
+struct Queues {
+    priority: u64,
+    backlog: u64,
+    retry: u64,
+    dead: u64,
+}
+
+#[derive(Serialize)]
+struct Published {
+    blocks: BTreeMap<String, u64>,
+    events: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize)]
+struct StreamStatus {
+    key: String,
+    length: u64,
+    memory_bytes: Option<u64>,
+}
+
+pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> ExitCode {
+    let config = match load_config(config_file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    tron_actors::telemetry::init_logs(&config.log.format, "error");
+    let store = match store_for(&config) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let client = match node_client(&config) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let (head, sync) = tokio::join!(node_head(&client), read_sync(&store));
+    let (sync, used_memory, redis_error) = match sync {
+        Ok((sync, used_memory)) => (Some(sync), used_memory, None),
+        Err(error) => (None, None, Some(error)),
+    };
+    let mut status = Status {
+        node: NodeStatus {
+            url: redact_url(&config.node.url),
+            api_key: api_key_shown(&config),
+            head: head.as_ref().ok().map(|h| h.number),
+            head_time_ms: head.as_ref().ok().map(|h| h.timestamp_ms),
+            error: head.as_ref().err().cloned(),
+        },
+        redis: RedisStatus {
+            url: redact_url(&config.redis.url),
+            prefix: config.redis.prefix.clone(),
+            used_memory_bytes: used_memory,
+            error: redis_error,
+        },
+        sync,
+    };
+    if let (Some(sync), Ok(head)) = (status.sync.as_mut(), &head) {
+        let to_do = sync.queues.priority
+            + sync.queues.backlog
+            + sync.queues.retry
+            + sync.leases_by_slot.values().sum::<u64>();
+        let unsynced = sync
+            .last_synced
+            .map_or(0, |last| head.number.saturating_sub(last));
+        sync.lag_blocks = Some(unsynced + to_do);
+        sync.lag_seconds = sync
+            .last_block_time_ms
+            .map(|last| head.timestamp_ms.saturating_sub(last) as f64 / 1000.0);
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&status) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                eprintln!("error: cannot render the status as JSON: {error}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else {
+        print!("{}", table(&status));
+    }
+    if status.node.error.is_some() || status.redis.error.is_some() {
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Everything from Redis, and its used memory.
+async fn read_sync(store: &RedisStore) -> Result<(SyncStatus, Option<u64>), String> {
+    let read = async {
+        let snapshot = store.snapshot().await.map_err(|e| e.to_string())?;
+        let mut conn = store.connection();
+        let stream_key = store.keys().events();
+        let (stream_memory, info): (Option<u64>, String) = redis::pipe()
+            .cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&stream_key)
+            .cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let used_memory = info
+            .lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok());
+        let mut published = Published {
+            blocks: BTreeMap::new(),
+            events: BTreeMap::new(),
+        };
+        for (key, value) in &snapshot.stats {
+            if let Some(path) = key.strip_prefix("blocks:") {
+                published.blocks.insert(path.to_string(), *value);
+            } else if let Some(path) = key.strip_prefix("events:") {
+                published.events.insert(path.to_string(), *value);
+            }
+        }
+        let last_block_time = snapshot.stats.get("last_block_time").copied();
+        Ok::<_, String>((
+            SyncStatus {
+                last_synced: snapshot.last_synced,
+                lag_blocks: None,
+                lag_seconds: None,
+                last_block_time_ms: last_block_time,
+                queues: Queues {
+                    priority: snapshot.priority,
+                    backlog: snapshot.backlog,
+                    retry: snapshot.retry,
+                    dead: snapshot.dead,
+                },
+                leases_by_slot: snapshot.leases_by_slot,
+                published,
+                stream: StreamStatus {
+                    key: stream_key,
+                    length: snapshot.stream_len,
+                    memory_bytes: stream_memory,
+                },
+            },
+            used_memory,
+        ))
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, read).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+    }
+}
+
+fn bytes(n: Option<u64>) -> String {
+    match n {
+        None => "-".into(),
+        Some(n) if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        Some(n) if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        Some(n) if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        Some(n) => format!("{n} B"),
+    }
+}
+
+fn table(status: &Status) -> String {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |what: &str, value: String| rows.push((what.to_string(), value));
+    row(
+        "node",
+        format!("{} (api key: {})", status.node.url, status.node.api_key),
+    );
+    match (&status.node.head, &status.node.error) {
+        (Some(head), _) => row(
+            "head",
+            format!(
+                "{head} ({})",
+                super::dlq::format_time(status.node.head_time_ms.unwrap_or(0))
+            ),
+        ),
+        (None, Some(error)) => row("head", format!("unknown: node unreachable: {error}")),
+        (None, None) => row("head", "unknown".into()),
+    }
+    row(
+        "redis",
+        format!(
+            "{} prefix {} (used memory {})",
+            status.redis.url,
+            status.redis.prefix,
+            bytes(status.redis.used_memory_bytes)
+        ),
+    );
+    match &status.sync {
+        None => row(
+            "state",
+            format!(
+                "unknown: redis unreachable: {}",
+                status.redis.error.as_deref().unwrap_or("no answer")
+            ),
+        ),
+        Some(sync) => {
+            row(
+                "last synced",
+                sync.last_synced
+                    .map_or_else(|| "none (never ran)".into(), |b| b.to_string()),
+            );
+            let lag_seconds = sync
+                .lag_seconds
+                .map_or_else(String::new, |s| format!(", {s:.0} s"));
+            row(
+                "lag",
+                sync.lag_blocks.map_or_else(
+                    || "unknown (no head)".into(),
+                    |lag| format!("{lag} blocks{lag_seconds}"),
+                ),
+            );
+            let q = &sync.queues;
+            row("priority queue", q.priority.to_string());
+            row("backlog queue", q.backlog.to_string());
+            row("retrying", q.retry.to_string());
+            row("dead letters", q.dead.to_string());
+            let leases: u64 = sync.leases_by_slot.values().sum();
+            row("leases", leases.to_string());
+            for (slot, n) in &sync.leases_by_slot {
+                row(&format!("  {slot}"), n.to_string());
+            }
+            for (what, map) in [
+                ("blocks published", &sync.published.blocks),
+                ("events published", &sync.published.events),
+            ] {
+                let total: u64 = map.values().sum();
+                let parts: Vec<String> = map.iter().map(|(p, n)| format!("{p} {n}")).collect();
+                row(
+                    what,
+                    if parts.is_empty() {
+                        "0".into()
+                    } else {
+                        format!("{total} ({})", parts.join(", "))
+                    },
+                );
+            }
+            row(
+                "stream",
+                format!(
+                    "{}: {} entries, {}",
+                    sync.stream.key,
+                    sync.stream.length,
+                    bytes(sync.stream.memory_bytes)
+                ),
+            );
+        }
+    }
+    let width = rows.iter().map(|(w, _)| w.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(what, value)| format!("{what:<width$}  {value}\n"))
+        .collect()
+}
