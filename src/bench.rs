@@ -523,7 +523,11 @@ fn tempfile_dir() -> Result<PathBuf, BenchError> {
 
 async fn connect(url: &str) -> Result<ConnectionManager, BenchError> {
     let client = redis::Client::open(url)?;
-    Ok(ConnectionManager::new(client).await?)
+    // MEMORY USAGE of a stream of millions of entries takes longer than redis-rs's default
+    // 500 ms answer timeout.
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(60)));
+    Ok(ConnectionManager::new_with_config(client, config).await?)
 }
 
 fn events_in(sim: &SimHandle, (from, to): (u64, u64)) -> u64 {

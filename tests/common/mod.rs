@@ -42,7 +42,12 @@ impl TestRedis {
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()
-            .get_multiplexed_async_connection()
+            // redis-rs gives up on an answer after 500 ms by default; a page of the stream on a
+            // loaded 2-core machine can take longer, and a test must not fail for that.
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(30))),
+            )
             .await
             .unwrap()
     }
