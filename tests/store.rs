@@ -335,3 +335,34 @@ async fn release_hands_back_only_the_slots_own_leases() {
     assert_eq!(store.release("backlog-0", &[9, 8]).await.unwrap(), 2);
     assert_eq!(store.queue_len(Queue::Backlog).await.unwrap(), 9);
 }
+
+#[tokio::test]
+async fn a_redis_that_forgot_the_scripts_still_commits() {
+    let redis = TestRedis::start().await;
+    let store = redis.store();
+    let first = sample_block(7, 3);
+    store.commit("tip", Path::Tip, &first, 1_000).await.unwrap();
+    // What a restarted Redis (or SCRIPT FLUSH) does to the script cache.
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let second = sample_block(8, 5);
+    let outcome = store
+        .commit("tip", Path::Tip, &second, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        CommitOutcome::Published {
+            events: second.events.len(),
+            attempt: 1
+        }
+    );
+    let entries = read_stream(&mut conn, &store.keys().events()).await;
+    let blocks = by_block(&entries);
+    assert_eq!(blocks[&7].len(), first.events.len());
+    assert_eq!(blocks[&8].len(), second.events.len());
+}

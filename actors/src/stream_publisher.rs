@@ -1,10 +1,21 @@
 //! StreamPublisher: the only writer of the event stream. Each block is one atomic commit (the
 //! store's exactly-once step), so a block re-processed after any crash is written at most once.
+//!
+//! A few commits are in flight at once: while Redis runs one block's script, the next block's
+//! arguments are built and sent, so neither side waits for the other. Their order does not
+//! matter: each commit stands alone, and the done marker makes a second one of the same block a
+//! no-op.
 
 use crate::model::Block;
 use crate::services::{now_ms, Services};
 use crate::store::{CommitOutcome, Path, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// Commits in flight at once.
+pub const COMMITS_IN_FLIGHT: usize = 4;
 
 pub struct StreamPublisher {
     pub services: Services,
@@ -19,9 +30,14 @@ pub enum PublisherMsg {
     },
 }
 
+pub struct PublisherState {
+    in_flight: Arc<Semaphore>,
+    commits: tokio::task::JoinSet<()>,
+}
+
 impl Actor for StreamPublisher {
     type Msg = PublisherMsg;
-    type State = ();
+    type State = PublisherState;
     type Arguments = ();
 
     async fn pre_start(
@@ -30,14 +46,17 @@ impl Actor for StreamPublisher {
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
         self.services.directory.set_publisher(myself);
-        Ok(())
+        Ok(PublisherState {
+            in_flight: Arc::new(Semaphore::new(COMMITS_IN_FLIGHT)),
+            commits: tokio::task::JoinSet::new(),
+        })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        _state: &mut Self::State,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PublisherMsg::Commit {
@@ -46,42 +65,65 @@ impl Actor for StreamPublisher {
                 block,
                 reply,
             } => {
+                // Waiting here holds the mailbox: at most COMMITS_IN_FLIGHT commits run.
+                let permit = state.in_flight.clone().acquire_owned().await?;
+                // Finished commits are reaped as we go, so the set stays small.
+                while state.commits.try_join_next().is_some() {}
                 let span = tracing::info_span!(
                     "commit",
                     block = block.header.number,
                     events = block.events.len(),
                     path = path.as_str()
                 );
-                let _entered = span.enter();
-                let started = std::time::Instant::now();
-                let result = self
-                    .services
-                    .store
-                    .commit(&slot, path, &block, now_ms())
-                    .await;
-                self.services
-                    .stats
-                    .commit_latency
-                    .observe(started.elapsed());
-                match &result {
-                    Ok(CommitOutcome::Published { events, .. }) => tracing::debug!(
-                        block = block.header.number,
-                        events,
-                        path = path.as_str(),
-                        "Block committed"
-                    ),
-                    Ok(CommitOutcome::AlreadyDone) => tracing::info!(
-                        block = block.header.number,
-                        "Block was already committed, nothing written"
-                    ),
-                    Err(error) => {
-                        tracing::warn!(block = block.header.number, %error, "Commit failed")
+                let services = self.services.clone();
+                state.commits.spawn(
+                    async move {
+                        let result = commit(&services, &slot, path, &block).await;
+                        drop(permit);
+                        // The caller may have given up waiting; the commit stands either way.
+                        let _ = reply.send(result);
                     }
-                }
-                // The caller may have given up waiting; the commit stands either way.
-                let _ = reply.send(result);
+                    .instrument(span),
+                );
             }
         }
         Ok(())
     }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Commits already sent finish (their blocks' workers are waiting for them).
+        while state.commits.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+async fn commit(
+    services: &Services,
+    slot: &str,
+    path: Path,
+    block: &Block,
+) -> Result<CommitOutcome, StoreError> {
+    let started = std::time::Instant::now();
+    let result = services.store.commit(slot, path, block, now_ms()).await;
+    services.stats.commit_latency.observe(started.elapsed());
+    match &result {
+        Ok(CommitOutcome::Published { events, .. }) => tracing::debug!(
+            block = block.header.number,
+            events,
+            path = path.as_str(),
+            "Block committed"
+        ),
+        Ok(CommitOutcome::AlreadyDone) => tracing::info!(
+            block = block.header.number,
+            "Block was already committed, nothing written"
+        ),
+        Err(error) => {
+            tracing::warn!(block = block.header.number, %error, "Commit failed")
+        }
+    }
+    result
 }

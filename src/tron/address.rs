@@ -20,10 +20,27 @@ pub fn hex_to_bytes(hex: &str) -> Option<Vec<u8>> {
     if hex.len() % 2 != 0 {
         return None;
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+    hex.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| Some((hex_digit(pair[0])? << 4) | hex_digit(pair[1])?))
         .collect()
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Addresses each thread remembers the base58 form of: a few MB at most.
+const RECENT_ADDRESSES: usize = 20_000;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<std::collections::HashMap<[u8; 21], String>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// Lowercase hex of bytes.
@@ -36,8 +53,26 @@ pub fn bytes_to_hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Base58check of a 21-byte address.
+/// Base58check of a 21-byte address. The same addresses come back all the time (USDT's
+/// contract is in most events, exchanges' wallets in many), and encoding one (two SHA-256 and a
+/// base58 division loop) was a third of the decoder's time (callgrind, docs/BENCHMARKS.md), so
+/// each thread keeps the recent ones.
 pub fn base58check(address21: &[u8; 21]) -> String {
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some(known) = recent.get(address21) {
+            return known.clone();
+        }
+        let encoded = encode_base58check(address21);
+        if recent.len() >= RECENT_ADDRESSES {
+            recent.clear();
+        }
+        recent.insert(*address21, encoded.clone());
+        encoded
+    })
+}
+
+fn encode_base58check(address21: &[u8; 21]) -> String {
     let first = Sha256::digest(address21);
     let second = Sha256::digest(first);
     let mut payload = Vec::with_capacity(25);
@@ -99,6 +134,21 @@ mod tests {
 
     const USDT_HEX: &str = "41a614f803b6fd780986a42c78ec9c7f77e6ded13c";
     const USDT_BASE58: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
+
+    #[test]
+    fn remembered_addresses_encode_as_fresh_ones() {
+        let mut address = [0u8; 21];
+        address[0] = ADDRESS_PREFIX;
+        for i in 0..(RECENT_ADDRESSES as u32 + 10) {
+            address[17..].copy_from_slice(&i.to_be_bytes());
+            // Twice: once encoded, once remembered (and past the bound, after a clear).
+            assert_eq!(base58check(&address), encode_base58check(&address));
+            assert_eq!(base58check(&address), encode_base58check(&address));
+        }
+        assert_eq!(hex_to_bytes("0aFf"), Some(vec![0x0a, 0xff]));
+        assert_eq!(hex_to_bytes("0g"), None);
+        assert_eq!(hex_to_bytes("abc"), None);
+    }
 
     #[test]
     fn usdt_hex_with_prefix_is_its_base58() {
