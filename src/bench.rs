@@ -1015,7 +1015,7 @@ async fn naive(
     let started = Instant::now();
     let mut events = 0;
     for n in (from..to).rev() {
-        let block = client.block(n).await?;
+        let block = client.block(n, actors::chain::Lane::Backlog).await?;
         for event in &block.events {
             let fields = event.stream_fields(&block.header);
             let _: String = redis::cmd("XADD")

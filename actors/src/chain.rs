@@ -51,6 +51,23 @@ impl ChainError {
     }
 }
 
+/// Whose request it is. When the node's rate limit is what bounds us, the head (and small gaps)
+/// go first: they keep the stream live; the backlog fills the rest of the budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Head,
+    Backlog,
+}
+
+impl From<crate::store::Path> for Lane {
+    fn from(path: crate::store::Path) -> Self {
+        match path {
+            crate::store::Path::Backlog => Lane::Backlog,
+            crate::store::Path::Tip | crate::store::Path::Priority => Lane::Head,
+        }
+    }
+}
+
 /// Where [`Chain::blocks_into`] sends each block as soon as it is complete. A small capacity
 /// keeps a fast node from piling decoded blocks up in memory ahead of a slower commit.
 pub type BlockSink = tokio::sync::mpsc::Sender<(u64, Result<Block, ChainError>)>;
@@ -63,15 +80,15 @@ pub trait Chain: Send + Sync + 'static {
 
     /// One block, fully decoded. Errors are never partial results: a block either comes back
     /// with every event it holds or not at all.
-    async fn block(&self, number: u64) -> Result<Block, ChainError>;
+    async fn block(&self, number: u64, lane: Lane) -> Result<Block, ChainError>;
 
     /// Blocks `from..to` (end exclusive), fetched as cheaply as the node allows (the real client
     /// asks for bodies in ranges), each sent to `sink` as soon as it is complete, highest first
     /// as far as the fetching allows. Each block succeeds or fails on its own; every block of the
     /// range is sent unless the receiver hangs up, which stops the fetching.
-    async fn blocks_into(&self, from: u64, to: u64, sink: BlockSink) {
+    async fn blocks_into(&self, from: u64, to: u64, lane: Lane, sink: BlockSink) {
         for number in (from..to).rev() {
-            let result = self.block(number).await;
+            let result = self.block(number, lane).await;
             if sink.send((number, result)).await.is_err() {
                 return;
             }
@@ -88,7 +105,7 @@ pub trait Chain: Send + Sync + 'static {
             }
             out
         };
-        let ((), mut out) = tokio::join!(self.blocks_into(from, to, sink), collect);
+        let ((), mut out) = tokio::join!(self.blocks_into(from, to, Lane::Backlog, sink), collect);
         out.sort_by_key(|(number, _)| *number);
         out
     }

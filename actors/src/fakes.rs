@@ -3,7 +3,7 @@
 //! plain Rust, so a test can run the whole tree with paused time.
 #![allow(clippy::unwrap_used)]
 
-use crate::chain::{Chain, ChainError};
+use crate::chain::{Chain, ChainError, Lane};
 use crate::model::{Block, BlockHeader, Event, EventBody};
 use crate::retry::{after_failure, NextStep};
 use crate::store::{
@@ -64,7 +64,7 @@ impl Chain for FakeChain {
         Ok(header(self.head.load(Ordering::SeqCst)))
     }
 
-    async fn block(&self, number: u64) -> Result<Block, ChainError> {
+    async fn block(&self, number: u64, _lane: Lane) -> Result<Block, ChainError> {
         *self.fetches.lock().unwrap().entry(number).or_default() += 1;
         if self.panicking.lock().unwrap().contains(&number) {
             panic!("fake chain panics on block {number}");

@@ -2,7 +2,7 @@
 //! StreamPublisher, or record the failure for the retry schedule. Shared by the TipWatcher, the
 //! PriorityActor and the BacklogActors so the three paths cannot drift apart.
 
-use crate::chain::ChainError;
+use crate::chain::{ChainError, Lane};
 use crate::model::Block;
 use crate::services::{now_ms, Services};
 use crate::store::{CommitOutcome, FailOutcome, Path, StoreError};
@@ -42,7 +42,7 @@ pub async fn work_one(
 ) -> Result<BlockOutcome, StoreError> {
     let span = block_span(services, slot, path, number);
     async {
-        let fetched = services.chain.block(number).await;
+        let fetched = services.chain.block(number, path.into()).await;
         finish_block(services, slot, path, number, fetched).await
     }
     .instrument(span)
@@ -222,9 +222,14 @@ async fn work_run(
     let range_span =
         tracing::info_span!(parent: None, "node.get_blocks", from, to = to - 1, slot = %slot);
     let (sink, arriving) = tokio::sync::mpsc::channel(1);
+    // A batch comes from one queue; its first block tells which.
+    let lane = path_of
+        .get(&from)
+        .copied()
+        .map_or(Lane::Backlog, Lane::from);
     let fetch = services
         .chain
-        .blocks_into(from, to, sink)
+        .blocks_into(from, to, lane, sink)
         .instrument(range_span.clone());
     let mut seen = std::collections::HashSet::new();
     let commit = async {

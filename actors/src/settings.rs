@@ -46,7 +46,7 @@ impl Default for Settings {
             backlog_workers: 13,
             lease: Duration::from_secs(60),
             heartbeat: Duration::from_secs(20),
-            backlog_batch: 50,
+            backlog_batch: 30,
             priority_batch: 4,
             idle: Duration::from_millis(500),
             block_interval: Duration::from_secs(3),

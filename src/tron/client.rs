@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 
-use actors::chain::{BlockSink, Chain, ChainError};
+use actors::chain::{BlockSink, Chain, ChainError, Lane};
 use actors::model::{Block, BlockHeader};
 use async_trait::async_trait;
 use serde_json::json;
@@ -394,12 +394,13 @@ impl TronClient {
         &self,
         endpoint: Endpoint,
         body: &serde_json::Value,
+        lane: Lane,
     ) -> Result<Vec<u8>, ChainError> {
         let inner = &*self.inner;
         let max_attempts = inner.config.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            inner.limiter.acquire().await;
+            inner.limiter.acquire(lane).await;
             inner.stats.requests[endpoint.index()].fetch_add(1, Ordering::Relaxed);
             let start = Instant::now();
             let timeout = match endpoint {
@@ -517,12 +518,12 @@ impl TronClient {
         self.inner.known_head.load(Ordering::Relaxed)
     }
 
-    async fn fetch_body(&self, number: u64) -> Result<RawBlock, ChainError> {
+    async fn fetch_body(&self, number: u64, lane: Lane) -> Result<RawBlock, ChainError> {
         let mut asked = 0;
         loop {
             asked += 1;
             let bytes = self
-                .request(Endpoint::BlockByNum, &json!({ "num": number }))
+                .request(Endpoint::BlockByNum, &json!({ "num": number }), lane)
                 .await?;
             let result = self.counted(decode::parse_block(number, &bytes));
             match result {
@@ -535,7 +536,7 @@ impl TronClient {
     }
 
     /// The events of a body, with its transaction infos.
-    async fn complete(&self, block: RawBlock) -> Result<Block, ChainError> {
+    async fn complete(&self, block: RawBlock, lane: Lane) -> Result<Block, ChainError> {
         let number = block.number();
         let mut asked = 0;
         loop {
@@ -544,6 +545,7 @@ impl TronClient {
                 .request(
                     Endpoint::TransactionInfoByBlockNum,
                     &json!({ "num": number }),
+                    lane,
                 )
                 .await?;
             let result = tracing::info_span!("decode", block = number)
@@ -562,6 +564,7 @@ impl TronClient {
         &self,
         start: u64,
         end: u64,
+        lane: Lane,
     ) -> Result<BTreeMap<u64, RawBlock>, ChainError> {
         // Never fails: the semaphore is never closed.
         let _permit = self.inner.range_permits.acquire().await;
@@ -569,6 +572,7 @@ impl TronClient {
             .request(
                 Endpoint::BlockByLimitNext,
                 &json!({ "startNum": start, "endNum": end }),
+                lane,
             )
             .await?;
         let mut blocks = self.counted(decode::parse_block_range(&bytes))?;
@@ -579,13 +583,13 @@ impl TronClient {
 
     /// Blocks `[from, to)`, one range at a time so that no more than one range of bodies is
     /// held in memory, each block sent to `sink` as soon as it is complete.
-    async fn fetch_blocks(&self, from: u64, to: u64, sink: &BlockSink) {
+    async fn fetch_blocks(&self, from: u64, to: u64, lane: Lane, sink: &BlockSink) {
         let range_size = self.inner.config.range_size.clamp(1, MAX_RANGE);
         let mut end = to;
         // Highest range first, as the backlog wants.
         while end > from {
             let start = end.saturating_sub(range_size).max(from);
-            if !self.fetch_chunk(start, end, sink).await {
+            if !self.fetch_chunk(start, end, lane, sink).await {
                 return;
             }
             end = start;
@@ -593,10 +597,10 @@ impl TronClient {
     }
 
     /// Returns false when the receiver hung up.
-    async fn fetch_chunk(&self, start: u64, end: u64, sink: &BlockSink) -> bool {
+    async fn fetch_chunk(&self, start: u64, end: u64, lane: Lane, sink: &BlockSink) -> bool {
         // `None`: no range fetch, every body is fetched on its own.
         let mut bodies = if self.inner.config.use_range_fetch {
-            Some(self.fetch_range(start, end).await)
+            Some(self.fetch_range(start, end, lane).await)
         } else {
             None
         };
@@ -631,9 +635,9 @@ impl TronClient {
                     // Never fails: the semaphore is never closed.
                     let _permit = permits.acquire_owned().await;
                     let result = match body {
-                        Some(Ok(block)) => client.complete(block).await,
+                        Some(Ok(block)) => client.complete(block, lane).await,
                         Some(Err(error)) => Err(error),
-                        None => client.block(number).await,
+                        None => client.block(number, lane).await,
                     };
                     // Sent while holding the permit: a slow receiver slows the fetching down
                     // instead of letting finished blocks pile up.
@@ -667,7 +671,9 @@ impl TronClient {
 #[async_trait]
 impl Chain for TronClient {
     async fn head(&self) -> Result<BlockHeader, ChainError> {
-        let bytes = self.request(Endpoint::NowBlock, &json!({})).await?;
+        let bytes = self
+            .request(Endpoint::NowBlock, &json!({}), Lane::Head)
+            .await?;
         let block = self.counted(decode::parse_head(&bytes))?;
         let header = block.header().clone();
         self.inner
@@ -685,16 +691,16 @@ impl Chain for TronClient {
         Ok(header)
     }
 
-    async fn block(&self, number: u64) -> Result<Block, ChainError> {
+    async fn block(&self, number: u64, lane: Lane) -> Result<Block, ChainError> {
         let body = match self.take_cached_head(number) {
             Some(block) => block,
-            None => self.fetch_body(number).await?,
+            None => self.fetch_body(number, lane).await?,
         };
-        self.complete(body).await
+        self.complete(body, lane).await
     }
 
-    async fn blocks_into(&self, from: u64, to: u64, sink: BlockSink) {
-        self.fetch_blocks(from, to, &sink).await
+    async fn blocks_into(&self, from: u64, to: u64, lane: Lane, sink: BlockSink) {
+        self.fetch_blocks(from, to, lane, &sink).await
     }
 }
 
@@ -976,7 +982,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            client.block(5).await.unwrap_err(),
+            client.block(5, Lane::Head).await.unwrap_err(),
             ChainError::RateLimited { status: 403 }
         );
         assert_eq!(node.count(Endpoint::BlockByNum), 2);
@@ -988,7 +994,7 @@ mod tests {
         let node = spawn_node(move |_, _, _| Reply::ok(json!({ "Error": message }))).await;
         let client = client(&node);
         assert_eq!(
-            client.block(7).await.unwrap_err(),
+            client.block(7, Lane::Head).await.unwrap_err(),
             ChainError::Node(message.into())
         );
         assert_eq!(node.seen_paths(), vec![Endpoint::BlockByNum.path()]);
@@ -1000,7 +1006,7 @@ mod tests {
         let node = spawn_node(chain(300)).await;
         let client = client(&node);
         client.head().await.unwrap();
-        client.block(10).await.unwrap();
+        client.block(10, Lane::Head).await.unwrap();
         for (_, result) in client.blocks(20, 23).await {
             result.unwrap();
         }
@@ -1073,7 +1079,7 @@ mod tests {
         })
         .await;
         let client = client(&node);
-        let block = client.block(9).await.unwrap();
+        let block = client.block(9, Lane::Head).await.unwrap();
         assert_eq!(block.header.number, 9);
         assert_eq!(node.count(Endpoint::BlockByNum), 2);
         assert_eq!(node.count(Endpoint::TransactionInfoByBlockNum), 2);
@@ -1176,10 +1182,10 @@ mod tests {
         let node = spawn_node(chain(77)).await;
         let client = client(&node);
         let head = client.head().await.unwrap();
-        let block = client.block(head.number).await.unwrap();
+        let block = client.block(head.number, Lane::Head).await.unwrap();
         assert_eq!(block.header, head);
         assert_eq!(node.count(Endpoint::BlockByNum), 0);
-        client.block(head.number).await.unwrap();
+        client.block(head.number, Lane::Head).await.unwrap();
         assert_eq!(node.count(Endpoint::BlockByNum), 1);
         assert_eq!(client.stats().snapshot().head_cache_hits, 1);
     }
@@ -1199,11 +1205,11 @@ mod tests {
         .await;
         let client = client(&node);
         // First infos answer `[]`, the second is good.
-        assert!(client.block(9).await.is_ok());
+        assert!(client.block(9, Lane::Head).await.is_ok());
         assert_eq!(node.count(Endpoint::TransactionInfoByBlockNum), 2);
         // Always `[]`: given up after one more ask.
         assert_eq!(
-            client.block(5).await.unwrap_err(),
+            client.block(5, Lane::Head).await.unwrap_err(),
             ChainError::NodeNotSynced { block: 5, txs: 1 }
         );
         assert_eq!(node.count(Endpoint::TransactionInfoByBlockNum), 4);
@@ -1222,11 +1228,14 @@ mod tests {
         let client = client(&node);
         client.head().await.unwrap();
         // Below the head: the load balancer's `{}` is asked again and the block comes.
-        assert_eq!(client.block(40).await.unwrap().header.number, 40);
+        assert_eq!(
+            client.block(40, Lane::Head).await.unwrap().header.number,
+            40
+        );
         assert_eq!(node.count(Endpoint::BlockByNum), 2);
         // Above the head: one request, not produced.
         assert_eq!(
-            client.block(51).await.unwrap_err(),
+            client.block(51, Lane::Head).await.unwrap_err(),
             ChainError::NotProduced(51)
         );
         assert_eq!(node.count(Endpoint::BlockByNum), 3);

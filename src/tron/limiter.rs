@@ -6,10 +6,16 @@
 //! asked, and a burst of `burst` requests is allowed after a quiet period. The penalty gate holds
 //! every caller until the node's suspension is over; nobody probes the node during it, since
 //! TronGrid extends the suspension of a key that keeps knocking.
+//!
+//! Two lanes share the pace: head requests take the next free slot; backlog requests queue for
+//! a turn first, and only the caller holding the turn has a slot reserved. A head request so waits
+//! for at most one backlog slot, however many backlog workers are waiting, and the backlog gets
+//! what the head leaves of the budget.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use actors::chain::Lane;
 use tokio::time::{sleep_until, Instant};
 
 #[derive(Debug)]
@@ -19,6 +25,8 @@ pub struct RateLimiter {
     /// How far ahead of the pace a burst may run: `(burst - 1) * interval`.
     tolerance: Duration,
     state: Mutex<State>,
+    /// Held by the one backlog caller whose slot is reserved.
+    backlog_turn: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -40,6 +48,7 @@ impl RateLimiter {
                 tat: Instant::now(),
                 penalty_until: None,
             }),
+            backlog_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -51,7 +60,17 @@ impl RateLimiter {
     }
 
     /// Waits until this caller may send one request.
-    pub async fn acquire(&self) {
+    pub async fn acquire(&self, lane: Lane) {
+        if lane == Lane::Backlog && (self.interval.is_some() || self.in_penalty()) {
+            // Fair (FIFO): backlog callers take turns in the order they came.
+            let _turn = self.backlog_turn.lock().await;
+            self.acquire_slot().await;
+        } else {
+            self.acquire_slot().await;
+        }
+    }
+
+    async fn acquire_slot(&self) {
         loop {
             let slot = {
                 let mut state = self.lock();
@@ -117,7 +136,7 @@ mod tests {
         for _ in 0..callers {
             let limiter = limiter.clone();
             tasks.spawn(async move {
-                limiter.acquire().await;
+                limiter.acquire(Lane::Head).await;
                 start.elapsed()
             });
         }
@@ -156,12 +175,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn penalty_during_a_wait_applies_to_waiters() {
         let limiter = Arc::new(RateLimiter::new(1.0, 1));
-        limiter.acquire().await;
+        limiter.acquire(Lane::Head).await;
         let waiter = {
             let limiter = limiter.clone();
             tokio::spawn(async move {
                 let start = Instant::now();
-                limiter.acquire().await;
+                limiter.acquire(Lane::Backlog).await;
                 start.elapsed()
             })
         };
@@ -169,5 +188,29 @@ mod tests {
         limiter.penalize(Duration::from_secs(10));
         let waited = waiter.await.unwrap();
         assert!(waited >= Duration::from_millis(10_500), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_head_waits_for_one_backlog_slot_not_for_the_whole_backlog() {
+        let limiter = Arc::new(RateLimiter::new(10.0, 1));
+        let start = Instant::now();
+        let mut backlog = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let limiter = limiter.clone();
+            backlog.spawn(async move {
+                limiter.acquire(Lane::Backlog).await;
+                start.elapsed()
+            });
+        }
+        // Let every backlog caller queue up.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        limiter.acquire(Lane::Head).await;
+        let head = start.elapsed();
+        // With one queue for all it would be the 51st: 5 s.
+        assert!(head <= Duration::from_millis(200), "head waited {head:?}");
+        let mut times = backlog.join_all().await;
+        times.sort();
+        // The pace holds for everyone together: 51 requests at 10/s take 5 s.
+        assert!(times[49] >= Duration::from_millis(4_900), "{:?}", times[49]);
     }
 }
