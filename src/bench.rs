@@ -265,6 +265,10 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let row = |out: &mut String, what: &str, rate: &Rate| {
+            if rate.blocks == 0 {
+                // Not measured (the ceilings are skipped under a node rate limit).
+                return;
+            }
             let _ = writeln!(
                 out,
                 "{:<44} {:>9} {:>11} {:>8.1} {:>10.0} {:>12.0}",
@@ -314,16 +318,23 @@ impl BenchReport {
             );
         }
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "ceiling (min of node, redis)        {:>12.0} events/s",
-            self.ceiling_eps()
-        );
-        let _ = writeln!(
-            out,
-            "drain / ceiling                     {:>12.2}",
-            self.ratio()
-        );
+        if self.ceiling_eps() > 0.0 {
+            let _ = writeln!(
+                out,
+                "ceiling (min of node, redis)        {:>12.0} events/s",
+                self.ceiling_eps()
+            );
+            let _ = writeln!(
+                out,
+                "drain / ceiling                     {:>12.2}",
+                self.ratio()
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "ceilings not measured (under a node rate limit they would only measure the limit)"
+            );
+        }
         if let Some(naive) = &self.naive {
             let gain = if naive.eps() > 0.0 {
                 self.drain.eps() / naive.eps()
@@ -344,6 +355,11 @@ impl BenchReport {
             self.requests_during_drain,
             self.drain.blocks + self.head_blocks_during_drain,
             endpoints.join(" ")
+        );
+        let _ = writeln!(
+            out,
+            "node requests per second (drain)    {:>12.1}",
+            per_second(self.requests_during_drain, self.drain.seconds)
         );
         let _ = writeln!(
             out,
