@@ -205,7 +205,11 @@ async fn report(store: RedisStore, tree: Arc<TreeStats>, mode: Mode) {
     // The largest number of blocks left seen in this catch-up: the bar's 100%.
     let mut total = 0u64;
     let mut catching_up_since: Option<Instant> = None;
-    let mut ticker = tokio::time::interval(every);
+    // Sampled every second at least, so that the first line already has a rate and the catch-up
+    // is counted from its start, whatever the interval between lines.
+    let sample_every = every.min(Duration::from_secs(1));
+    let mut last_line: Option<Instant> = None;
+    let mut ticker = tokio::time::interval(sample_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
@@ -243,10 +247,17 @@ async fn report(store: RedisStore, tree: Arc<TreeStats>, mode: Mode) {
                 );
             }
             total = 0;
+            last_line = None;
             continue;
         }
         catching_up_since.get_or_insert(now);
         total = total.max(left);
+        // The first line comes one interval into the catch-up, with a rate to show.
+        let since_line = now.duration_since(*last_line.get_or_insert(now));
+        if since_line + sample_every / 2 < every {
+            continue;
+        }
+        last_line = Some(now);
         match mode {
             Mode::Bar => {
                 let line = render_bar(&figures, total, 30);
