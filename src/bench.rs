@@ -17,6 +17,7 @@
 //!    range, for a gain measured in the same run.
 
 use crate::local_redis::{free_port, LocalRedis, LocalRedisError};
+use crate::sim::chain::wall_clock_ms;
 use crate::sim::{SimFaults, SimHandle, SimParams};
 use crate::store::{Keys, RedisStore, RedisStoreConfig};
 use crate::tron::{decode, TronClient, TronClientConfig};
@@ -662,7 +663,7 @@ async fn commit_alone(
     let mut events = 0;
     for block in serial_blocks {
         store
-            .commit("bench", Path::Backlog, block, now_ms())
+            .commit("bench", Path::Backlog, block, wall_clock_ms())
             .await?;
         events += block.events.len() as u64;
     }
@@ -685,7 +686,7 @@ async fn commit_alone(
                     return Ok::<(), actors::store::StoreError>(());
                 };
                 store
-                    .commit("bench", Path::Backlog, block, now_ms())
+                    .commit("bench", Path::Backlog, block, wall_clock_ms())
                     .await?;
             }
         });
@@ -700,12 +701,6 @@ async fn commit_alone(
     };
     store.delete_all_keys().await?;
     Ok((serial, parallel))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn requests_total(sim: &SimHandle) -> BTreeMap<String, u64> {
@@ -806,7 +801,7 @@ impl HeadWatch {
             pipe.getbit(&self.done_key, *n as usize);
         }
         let bits: Vec<u8> = pipe.query_async(conn).await?;
-        let now = now_ms();
+        let now = wall_clock_ms();
         let mut finished = Vec::new();
         let mut still = Vec::new();
         for (n, bit) in self.pending.iter().zip(bits) {

@@ -472,6 +472,17 @@ impl Config {
     }
 }
 
+/// What became of a key earlier versions had.
+fn renamed(field: &str) -> &'static str {
+    match field {
+        "poll_in_sync_ms" | "poll_after_block_ms" => {
+            "it is gone since the head is polled when the next block is due: set \
+             sync.block_interval_ms, sync.poll_min_ms and sync.poll_max_ms instead; "
+        }
+        _ => "",
+    }
+}
+
 /// One line per figment error, naming the key as the user writes it.
 fn describe_figment_error(error: figment::Error) -> String {
     let key = error.path.join(".");
@@ -482,13 +493,14 @@ fn describe_figment_error(error: figment::Error) -> String {
         .unwrap_or_default();
     let fix = match &error.kind {
         figment::error::Kind::UnknownField(field, expected) => format!(
-            "unknown key {:?}{}; known keys here: {}",
+            "unknown key {:?}{}; {}known keys here: {}",
             if key.is_empty() {
                 field.clone()
             } else {
                 format!("{key}.{field}")
             },
             source,
+            renamed(field),
             expected.join(", ")
         ),
         kind => format!("{key}: {kind}{source}"),
@@ -501,6 +513,28 @@ fn describe_figment_error(error: figment::Error) -> String {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    /// Why loading the configuration failed; empty when it did not.
+    fn load_error() -> String {
+        Config::load(None)
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The same, with these environment variables set.
+    fn load_error_with(vars: &[(&str, &str)]) -> String {
+        let mut message = String::new();
+        Jail::expect_with(|jail| {
+            for (name, value) in vars {
+                jail.set_env(name, value);
+            }
+            message = load_error();
+            Ok(())
+        });
+        message
+    }
     use figment::Jail;
 
     #[test]
@@ -533,14 +567,16 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        Jail::expect_with(|jail| {
-            jail.set_env("TRON_ACTORS_SYNC__START_BLOK", "7");
-            let error = Config::load(None).map(|_| ()).err().map(|e| e.to_string());
-            let message = error.unwrap_or_default();
-            assert!(message.contains("sync.start_blok"), "{message}");
-            assert!(message.contains("start_block"), "{message}");
-            Ok(())
-        });
+        let message = load_error_with(&[("TRON_ACTORS_SYNC__START_BLOK", "7")]);
+        assert!(message.contains("sync.start_blok"), "{message}");
+        assert!(message.contains("start_block"), "{message}");
+    }
+
+    #[test]
+    fn a_key_of_an_earlier_version_says_what_replaced_it() {
+        let message = load_error_with(&[("TRON_ACTORS_SYNC__POLL_IN_SYNC_MS", "1000")]);
+        assert!(message.contains("sync.poll_in_sync_ms"), "{message}");
+        assert!(message.contains("sync.poll_min_ms"), "{message}");
     }
 
     #[test]
@@ -549,11 +585,7 @@ mod tests {
             jail.set_env("TRON_ACTORS_NODE__URL", "localhost:8090");
             jail.set_env("TRON_ACTORS_SYNC__BACKLOG_WORKERS", "0");
             jail.set_env("TRON_ACTORS_RETRY__DELAY_SCALE", "-1");
-            let message = Config::load(None)
-                .map(|_| ())
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let message = load_error();
             for key in ["node.url", "sync.backlog_workers", "retry.delay_scale"] {
                 assert!(message.contains(key), "{key} missing from: {message}");
             }
@@ -563,16 +595,8 @@ mod tests {
 
     #[test]
     fn a_wrong_type_names_the_key() {
-        Jail::expect_with(|jail| {
-            jail.set_env("TRON_ACTORS_SYNC__LEASE_MS", "soon");
-            let message = Config::load(None)
-                .map(|_| ())
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(message.contains("sync.lease_ms"), "{message}");
-            Ok(())
-        });
+        let message = load_error_with(&[("TRON_ACTORS_SYNC__LEASE_MS", "soon")]);
+        assert!(message.contains("sync.lease_ms"), "{message}");
     }
 
     #[test]

@@ -128,7 +128,8 @@ pub struct SimChain {
     cache: Mutex<Cache>,
 }
 
-fn now_ms() -> u64 {
+/// The wall clock in ms: block timestamps are on it, as on a real node.
+pub fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -141,7 +142,7 @@ impl SimChain {
         let (genesis_ms, behind) = match params.genesis_ms {
             Some(genesis) => (genesis, 0),
             None => {
-                let now = now_ms();
+                let now = wall_clock_ms();
                 let head_ts = now - now % interval;
                 let genesis = head_ts.saturating_sub((params.history - 1) * interval);
                 (genesis, now - head_ts)
