@@ -178,6 +178,9 @@ pub struct RedisConfig {
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     pub retention_hours: u64,
+    /// The event stream's key; empty = `<redis.prefix>:events`. It must carry the prefix's hash
+    /// tag (`{tron}`), because the commit script writes it together with the done marks.
+    pub key: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -327,6 +330,24 @@ impl Config {
             !self.redis.prefix.is_empty(),
             "redis.prefix must not be empty (default \"{tron}\")".into(),
         );
+        if let Some(tag) = hash_tag(&self.redis.prefix) {
+            check(
+                self.stream.key.is_empty() || hash_tag(&self.stream.key) == Some(tag),
+                format!(
+                    "stream.key = {:?}: must carry redis.prefix's hash tag {{{tag}}} (e.g. \"{{{tag}}}:events-nile\"), \
+                     because each block's events and its done mark are written in one script; \
+                     to keep several networks on one Redis, give each its own redis.prefix",
+                    self.stream.key
+                ),
+            );
+        }
+        check(
+            !self.stream.key.contains(['*', '?', '[', ']']),
+            format!(
+                "stream.key = {:?}: must not contain * ? [ ]",
+                self.stream.key
+            ),
+        );
         check(
             self.stream.retention_hours >= 1,
             "stream.retention_hours must be at least 1 (default 168 = 7 days)".into(),
@@ -466,6 +487,7 @@ impl Config {
         crate::store::RedisStoreConfig {
             url: self.redis.url.clone(),
             prefix: self.redis.prefix.clone(),
+            stream_key: (!self.stream.key.is_empty()).then(|| self.stream.key.clone()),
             retention: Duration::from_secs(self.stream.retention_hours * 3600),
             ..Default::default()
         }
@@ -483,9 +505,26 @@ fn renamed(field: &str) -> &'static str {
     }
 }
 
+/// The hash tag of a Redis key as Redis Cluster reads it: what stands between the first `{` and
+/// the next `}`, when that is not empty.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    let tag = &key[open + 1..open + 1 + close];
+    (!tag.is_empty()).then_some(tag)
+}
+
 /// One line per figment error, naming the key as the user writes it.
 fn describe_figment_error(error: figment::Error) -> String {
-    let key = error.path.join(".");
+    let mut path = error.path.clone();
+    // figment puts the unknown field at the end of the path already (from a file and from the
+    // environment alike); naming it again would say `node.foo.foo`.
+    if let figment::error::Kind::UnknownField(field, _) = &error.kind {
+        if path.last() == Some(field) {
+            path.pop();
+        }
+    }
+    let key = path.join(".");
     let source = error
         .metadata
         .as_ref()
@@ -570,6 +609,66 @@ mod tests {
         let message = load_error_with(&[("TRON_ACTORS_SYNC__START_BLOK", "7")]);
         assert!(message.contains("sync.start_blok"), "{message}");
         assert!(message.contains("start_block"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_key_from_the_environment_is_named_once() {
+        let message = load_error_with(&[("TRON_ACTORS_NODE__FOO", "1")]);
+        assert_eq!(
+            message,
+            "invalid config:\n  - unknown key \"node.foo\" (from `TRON_ACTORS_` environment \
+             variable(s)); known keys here: url, api_key, api_key_file, timeout_ms, \
+             rate_limit_rps, penalty_ms, max_attempts"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_from_a_file_is_named_once() {
+        Jail::expect_with(|jail| {
+            jail.create_file("my.toml", "[stream]\nkeys = \"x\"\n")?;
+            let message = Config::load(Some(Path::new("my.toml")))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert_eq!(
+                message,
+                "invalid config:\n  - unknown key \"stream.keys\" (from TOML file); known keys \
+                 here: retention_hours, key"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_stream_key_defaults_to_the_prefix_and_must_share_its_hash_tag() {
+        let config = Config::load(None).expect("the shipped defaults load");
+        assert_eq!(config.store_config().stream_key, None);
+        let keys = crate::store::Keys::with_stream(&config.redis.prefix, None);
+        assert_eq!(keys.events(), "{tron}:events");
+
+        let message = load_error_with(&[("TRON_ACTORS_STREAM__KEY", "nile-events")]);
+        assert_eq!(
+            message,
+            "invalid config:\n  - stream.key = \"nile-events\": must carry redis.prefix's hash \
+             tag {tron} (e.g. \"{tron}:events-nile\"), because each block's events and its done \
+             mark are written in one script; to keep several networks on one Redis, give each \
+             its own redis.prefix"
+        );
+
+        Jail::expect_with(|jail| {
+            jail.set_env("TRON_ACTORS_STREAM__KEY", "{tron}:events-nile");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            let store = config.store_config();
+            assert_eq!(store.stream_key.as_deref(), Some("{tron}:events-nile"));
+            let keys = crate::store::Keys::with_stream(&store.prefix, store.stream_key.as_deref());
+            assert_eq!(keys.events(), "{tron}:events-nile");
+            assert_eq!(keys.done(), "{tron}:done");
+            // A prefix without a hash tag (no Redis Cluster) takes any name.
+            jail.set_env("TRON_ACTORS_REDIS__PREFIX", "nile");
+            jail.set_env("TRON_ACTORS_STREAM__KEY", "nile-events");
+            Config::load(None).map_err(|e| e.to_string())?;
+            Ok(())
+        });
     }
 
     #[test]

@@ -138,16 +138,25 @@ struct FaultArgs {
     /// Chance per request of an HTTP 500.
     #[arg(long, default_value_t = 0.0)]
     fault_500: f64,
-    /// Chance per request of an HTTP 503.
+    /// Chance per request of a bare HTTP 503 (as a proxy or load balancer answers).
     #[arg(long, default_value_t = 0.0)]
     fault_503: f64,
+    /// Chance per request of starting a burst of bare 503s to every request.
+    #[arg(long, default_value_t = 0.0)]
+    fault_503_burst: f64,
+    /// Length of a burst of bare 503s.
+    #[arg(long, default_value_t = 2_000)]
+    burst_ms: u64,
+    /// Chance per request of an HTTP 503 with TronGrid's suspension notice, then a penalty.
+    #[arg(long, default_value_t = 0.0)]
+    fault_503_suspend: f64,
     /// Chance per request of an HTTP 429 with TronGrid's body, then a penalty.
     #[arg(long, default_value_t = 0.0)]
     fault_429: f64,
     /// Chance per request of an HTTP 403 with TronGrid's body, then a penalty.
     #[arg(long, default_value_t = 0.0)]
     fault_403: f64,
-    /// Penalty after a 429/403, during which every request answers 429.
+    /// Penalty after a 429/403 or a suspending 503, during which every request answers 429.
     #[arg(long, default_value_t = 30_000)]
     penalty_ms: u64,
     /// Chance per request of a slow answer.
@@ -185,6 +194,9 @@ impl FaultArgs {
             seed: self.fault_seed,
             http_500_rate: self.fault_500,
             http_503_rate: self.fault_503,
+            http_503_burst_rate: self.fault_503_burst,
+            http_503_burst_ms: self.burst_ms,
+            http_503_suspend_rate: self.fault_503_suspend,
             http_429_rate: self.fault_429,
             http_403_rate: self.fault_403,
             penalty_ms: self.penalty_ms,

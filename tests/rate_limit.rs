@@ -1,5 +1,6 @@
 //! Under a node's rate limit: the daemon paces itself under it (no 429 storm, no penalty) and the
-//! head keeps its place ahead of the backlog.
+//! head keeps its place ahead of the backlog. A node's refusals: a bare 503 (a proxy) costs its
+//! request a short backoff, TronGrid's suspension pauses everyone for as long as it says.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -71,4 +72,118 @@ async fn under_a_node_rate_limit_the_daemon_stays_under_it_and_the_head_goes_fir
     assert!(stats["blocks:backlog"] >= head - start, "{stats:?}");
     assert_eq!(stats.get("blocks:priority"), None, "{stats:?}");
     assert!(stats["blocks:tip"] >= until - head, "{stats:?}");
+}
+
+/// The daemon in this process on `sim`, from `start`, keeping a handle on its node client's
+/// counters.
+async fn daemon_on(
+    sim: &tron_actors::sim::SimHandle,
+    redis: &TestRedis,
+    start: u64,
+    penalty_ms: &str,
+) -> (
+    tron_actors::daemon::DaemonHandle,
+    std::sync::Arc<tron_actors::tron::TronClient>,
+) {
+    let start_block = start.to_string();
+    let config = test_config(
+        &sim.url(),
+        &redis.url(),
+        &[
+            ("sync.start_block", start_block.as_str()),
+            ("node.penalty_ms", penalty_ms),
+            ("sync.block_interval_ms", "1000"),
+        ],
+    );
+    let client =
+        std::sync::Arc::new(tron_actors::tron::TronClient::new(config.client_config()).unwrap());
+    let daemon = tron_actors::daemon::DaemonHandle::start(&config, client.clone())
+        .await
+        .unwrap();
+    (daemon, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_503s_and_their_bursts_cost_a_short_backoff_not_a_suspension() {
+    let redis = TestRedis::start().await;
+    let sim = tron_actors::sim::spawn(
+        SimParams {
+            seed: 7,
+            history: 400,
+            txs_per_block: 20,
+            block_interval_ms: 1000,
+            ..SimParams::default()
+        },
+        SimFaults {
+            seed: 7,
+            http_503_rate: 0.02,
+            http_503_burst_rate: 0.005,
+            http_503_burst_ms: 300,
+            ..SimFaults::none()
+        },
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
+    let head = sim.chain().head();
+    let start = head - 399;
+    // The shipped 30 s penalty: a daemon that took each bare 503 for a suspension would sit
+    // out 30 s at each of them, far past the wait below.
+    let (daemon, client) = daemon_on(&sim, &redis, start, "30000").await;
+    let until = head + 3;
+    wait_done(&daemon.store, start, until, Duration::from_secs(90)).await;
+    daemon.shutdown().await.unwrap();
+    assert_exactly_once(&redis, &sim, start, sim.chain().head().min(until)).await;
+
+    let faults: HashMap<&str, u64> = sim.fault_counts().into_iter().collect();
+    assert!(faults["http_503"] > 0, "{faults:?}");
+    assert!(faults["http_503_burst"] > 0, "{faults:?}");
+    let stats = client.stats();
+    assert_eq!(stats.errors("rate_limited"), 0);
+    assert_eq!(
+        stats.errors("http"),
+        faults["http_503"] + faults["http_503_burst"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_notice_pauses_every_request_for_the_time_it_says() {
+    let redis = TestRedis::start().await;
+    let sim = tron_actors::sim::spawn(
+        SimParams {
+            seed: 8,
+            history: 100,
+            txs_per_block: 5,
+            block_interval_ms: 1000,
+            ..SimParams::default()
+        },
+        SimFaults {
+            seed: 8,
+            http_503_suspend_rate: 0.01,
+            // What TronGrid's notice will say: 2 s, not the daemon's 30 s penalty.
+            penalty_ms: 2_000,
+            ..SimFaults::none()
+        },
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
+    let head = sim.chain().head();
+    let start = head - 99;
+    // A 10-minute penalty of our own: only a daemon that waits the 2 s the notice says catches
+    // up within the wait below.
+    let (daemon, client) = daemon_on(&sim, &redis, start, "600000").await;
+    let until = head + 3;
+    wait_done(&daemon.store, start, until, Duration::from_secs(90)).await;
+    daemon.shutdown().await.unwrap();
+    assert_exactly_once(&redis, &sim, start, sim.chain().head().min(until)).await;
+
+    let faults: HashMap<&str, u64> = sim.fault_counts().into_iter().collect();
+    assert!(faults["http_503_suspend"] > 0, "{faults:?}");
+    // Each refusal (the notice, and the 429s of requests already in flight when it came) held
+    // every caller for the time it said.
+    let stats = client.stats();
+    let refusals = faults["http_503_suspend"] + faults["penalty_429"];
+    assert_eq!(stats.errors("rate_limited"), refusals, "{faults:?}");
+    assert_eq!(stats.snapshot().penalties, refusals, "{faults:?}");
 }

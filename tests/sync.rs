@@ -96,3 +96,33 @@ async fn a_restart_three_thousand_blocks_behind_fills_the_backlog_highest_first(
         "the first tenth published (mean block {first}) should be far above the last (mean {last})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_key_is_configurable() {
+    let redis = TestRedis::start().await;
+    let sim = frozen_sim(5, 30).await;
+    let head = sim.chain().head();
+    let config = test_config(
+        &sim.url(),
+        &redis.url(),
+        &[("stream.key", "{tron}:events-nile")],
+    );
+    let daemon = start_daemon(&config).await;
+    let store = daemon.store.clone();
+    wait_done(&store, head, head, WAIT).await;
+    daemon.shutdown().await.unwrap();
+
+    let mut conn = redis.conn().await;
+    let entries = common::read_stream(&mut conn, "{tron}:events-nile").await;
+    let expected = sim.chain().expected_block(head).unwrap();
+    assert_eq!(
+        entries.iter().map(common::field_map).collect::<Vec<_>>(),
+        common::expected_fields(&expected)
+    );
+    let default_stream: u64 = redis::cmd("EXISTS")
+        .arg("{tron}:events")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(default_stream, 0);
+}

@@ -23,10 +23,11 @@ pub enum ChainError {
     /// HTTP 200 with `{"Error": ...}`; the node's message is kept.
     #[error("node error: {0}")]
     Node(String),
-    /// 429/403/503: the node suspended us for a while.
-    #[error("rate limited by the node (HTTP {status})")]
-    RateLimited { status: u16 },
-    /// Other HTTP status codes.
+    /// The node suspended us for `pause_ms`: TronGrid's notice (any status, with the
+    /// suspension in its body), a 429/403, or a `Retry-After`.
+    #[error("rate limited by the node (HTTP {status}): every request waits {pause_ms} ms")]
+    RateLimited { status: u16, pause_ms: u64 },
+    /// Other HTTP status codes; a bare 502/503/504 from a proxy or load balancer among them.
     #[error("node answered HTTP {status}")]
     Http { status: u16 },
     #[error("node request timed out")]

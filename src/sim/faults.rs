@@ -10,8 +10,14 @@ use std::time::{Duration, Instant};
 use super::rng::{domain, key, Rng};
 use super::SimError;
 
-/// TronGrid's answer when a key goes over its rate.
-pub const RATE_LIMIT_BODY: &str = r#"{"Error":"The key exceeds the frequency limit(15), and the query server is suspended for 30s"}"#;
+/// TronGrid's answer when a key goes over its rate: it says how long the key is suspended, in
+/// whole seconds (rounded up here, so a client that waits as told never knocks too early).
+pub fn suspension_body(left: Duration) -> String {
+    let seconds = left.as_millis().div_ceil(1000);
+    format!(
+        r#"{{"Error":"The key exceeds the frequency limit(15), and the query server is suspended for {seconds}s"}}"#
+    )
+}
 
 /// What can go wrong, and how often. Rates are chances per request, within 0..1.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,13 +26,20 @@ pub struct SimFaults {
     pub seed: u64,
     /// HTTP 500.
     pub http_500_rate: f64,
-    /// HTTP 503.
+    /// A bare HTTP 503 (a proxy or load balancer), this request alone.
     pub http_503_rate: f64,
+    /// A request starts a burst: every request answers a bare 503 for `http_503_burst_ms`.
+    pub http_503_burst_rate: f64,
+    /// Default 2,000 ms.
+    pub http_503_burst_ms: u64,
+    /// HTTP 503 with TronGrid's suspension notice, then a penalty (as a 429).
+    pub http_503_suspend_rate: f64,
     /// HTTP 429 with TronGrid's body, then a penalty.
     pub http_429_rate: f64,
     /// HTTP 403 with TronGrid's body, then a penalty.
     pub http_403_rate: f64,
-    /// After a 429/403, every request answers 429 for this long. Default 30,000 ms.
+    /// After a 429/403 or a suspending 503, every request answers 429 (with the time left in
+    /// TronGrid's notice) for this long. Default 30,000 ms.
     pub penalty_ms: u64,
     /// Answers delayed by `slow_ms`.
     pub slow_rate: f64,
@@ -56,6 +69,9 @@ impl Default for SimFaults {
             seed: 0,
             http_500_rate: 0.0,
             http_503_rate: 0.0,
+            http_503_burst_rate: 0.0,
+            http_503_burst_ms: 2_000,
+            http_503_suspend_rate: 0.0,
             http_429_rate: 0.0,
             http_403_rate: 0.0,
             penalty_ms: 30_000,
@@ -83,6 +99,8 @@ impl SimFaults {
         let rates = [
             ("http_500_rate", self.http_500_rate),
             ("http_503_rate", self.http_503_rate),
+            ("http_503_burst_rate", self.http_503_burst_rate),
+            ("http_503_suspend_rate", self.http_503_suspend_rate),
             ("http_429_rate", self.http_429_rate),
             ("http_403_rate", self.http_403_rate),
             ("slow_rate", self.slow_rate),
@@ -140,6 +158,8 @@ pub(crate) enum FaultKind {
     Reset,
     Http500,
     Http503,
+    Burst503,
+    Suspend503,
     Http429,
     Http403,
     Slow,
@@ -151,12 +171,14 @@ pub(crate) enum FaultKind {
 }
 
 impl FaultKind {
-    pub(crate) const ALL: [FaultKind; 13] = [
+    pub(crate) const ALL: [FaultKind; 15] = [
         FaultKind::Penalty,
         FaultKind::RateLimit,
         FaultKind::Reset,
         FaultKind::Http500,
         FaultKind::Http503,
+        FaultKind::Burst503,
+        FaultKind::Suspend503,
         FaultKind::Http429,
         FaultKind::Http403,
         FaultKind::Slow,
@@ -174,6 +196,8 @@ impl FaultKind {
             FaultKind::Reset => "reset",
             FaultKind::Http500 => "http_500",
             FaultKind::Http503 => "http_503",
+            FaultKind::Burst503 => "http_503_burst",
+            FaultKind::Suspend503 => "http_503_suspend",
             FaultKind::Http429 => "http_429",
             FaultKind::Http403 => "http_403",
             FaultKind::Slow => "slow",
@@ -192,7 +216,7 @@ pub(crate) enum Gate {
     /// Answer normally, with these faults applied to the content.
     Pass(ContentFaults),
     /// Answer this status and body instead.
-    Refuse { status: u16, body: &'static str },
+    Refuse { status: u16, body: String },
     /// Drop the connection without an answer.
     Reset,
 }
@@ -216,6 +240,7 @@ pub(crate) struct FaultState {
     faults: SimFaults,
     sequence: AtomicU64,
     penalty_until: Mutex<Option<Instant>>,
+    burst_until: Mutex<Option<Instant>>,
     bucket: Mutex<Bucket>,
     counts: [AtomicU64; FaultKind::ALL.len()],
 }
@@ -227,6 +252,7 @@ impl FaultState {
             faults,
             sequence: AtomicU64::new(0),
             penalty_until: Mutex::new(None),
+            burst_until: Mutex::new(None),
             bucket: Mutex::new(Bucket {
                 tokens,
                 last: Instant::now(),
@@ -262,6 +288,34 @@ impl FaultState {
         })
     }
 
+    /// Time left in the current burst of bare 503s.
+    fn burst_left(&self) -> Duration {
+        let until = *self.burst_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        })
+    }
+
+    fn start_burst(&self) {
+        let until = Instant::now() + Duration::from_millis(self.faults.http_503_burst_ms);
+        *self.burst_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+    }
+
+    /// 429 with TronGrid's notice, saying the time left in the penalty.
+    fn suspended(&self) -> Gate {
+        Gate::Refuse {
+            status: 429,
+            body: suspension_body(self.penalty_left()),
+        }
+    }
+
+    fn bare_503() -> Gate {
+        Gate::Refuse {
+            status: 503,
+            body: "Service Unavailable".to_string(),
+        }
+    }
+
     fn start_penalty(&self) {
         if self.faults.penalty_ms > 0 {
             let until = Instant::now() + Duration::from_millis(self.faults.penalty_ms);
@@ -290,26 +344,24 @@ impl FaultState {
         let f = &self.faults;
         if !self.penalty_left().is_zero() {
             self.count(FaultKind::Penalty);
-            return Gate::Refuse {
-                status: 429,
-                body: RATE_LIMIT_BODY,
-            };
+            return self.suspended();
+        }
+        if !self.burst_left().is_zero() {
+            self.count(FaultKind::Burst503);
+            return Self::bare_503();
         }
         if let Some(per_sec) = f.max_requests_per_sec {
             if !self.within_rate(per_sec) {
                 self.count(FaultKind::RateLimit);
                 self.start_penalty();
-                return Gate::Refuse {
-                    status: 429,
-                    body: RATE_LIMIT_BODY,
-                };
+                return self.suspended();
             }
         }
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
         let mut r = Rng::new(key(&[f.seed, domain::FAULTS, n]));
-        // Every rate gets its own draw, in a fixed order, so that changing one rate does not
-        // reshuffle which requests get the other faults.
-        let draws: [f64; 10] = std::array::from_fn(|_| r.unit());
+        // Every rate gets its own draw, in a fixed order (new ones at the end), so that changing
+        // one rate does not reshuffle which requests get the other faults.
+        let draws: [f64; 12] = std::array::from_fn(|_| r.unit());
         if draws[0] < f.reset_rate {
             self.count(FaultKind::Reset);
             return Gate::Reset;
@@ -318,30 +370,37 @@ impl FaultState {
             self.count(FaultKind::Http500);
             return Gate::Refuse {
                 status: 500,
-                body: "Internal Server Error",
+                body: "Internal Server Error".to_string(),
             };
         }
         if draws[2] < f.http_503_rate {
             self.count(FaultKind::Http503);
+            return Self::bare_503();
+        }
+        if draws[10] < f.http_503_burst_rate {
+            self.count(FaultKind::Burst503);
+            self.start_burst();
+            return Self::bare_503();
+        }
+        if draws[11] < f.http_503_suspend_rate {
+            self.count(FaultKind::Suspend503);
+            self.start_penalty();
             return Gate::Refuse {
                 status: 503,
-                body: "Service Unavailable",
+                body: suspension_body(Duration::from_millis(f.penalty_ms)),
             };
         }
         if draws[3] < f.http_429_rate {
             self.count(FaultKind::Http429);
             self.start_penalty();
-            return Gate::Refuse {
-                status: 429,
-                body: RATE_LIMIT_BODY,
-            };
+            return self.suspended();
         }
         if draws[4] < f.http_403_rate {
             self.count(FaultKind::Http403);
             self.start_penalty();
             return Gate::Refuse {
                 status: 403,
-                body: RATE_LIMIT_BODY,
+                body: suspension_body(Duration::from_millis(f.penalty_ms)),
             };
         }
         let mut content = ContentFaults::default();
@@ -393,6 +452,47 @@ mod tests {
         let counts: std::collections::HashMap<_, _> = state.counts().into_iter().collect();
         assert_eq!(counts["http_429"], 1);
         assert_eq!(counts["penalty_429"], 1);
+    }
+
+    #[test]
+    fn a_suspending_503_says_for_how_long_and_starts_a_penalty() {
+        let state = FaultState::new(SimFaults {
+            http_503_suspend_rate: 1.0,
+            penalty_ms: 27_000,
+            ..SimFaults::default()
+        });
+        assert_eq!(
+            state.gate(),
+            Gate::Refuse {
+                status: 503,
+                body: r#"{"Error":"The key exceeds the frequency limit(15), and the query server is suspended for 27s"}"#.to_string()
+            }
+        );
+        // Then 429s that say the time left, rounded up to whole seconds.
+        match state.gate() {
+            Gate::Refuse { status: 429, body } => {
+                assert!(body.ends_with("suspended for 27s\"}"), "{body}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let counts: std::collections::HashMap<_, _> = state.counts().into_iter().collect();
+        assert_eq!(counts["http_503_suspend"], 1);
+        assert_eq!(counts["penalty_429"], 1);
+    }
+
+    #[test]
+    fn a_503_burst_refuses_every_request_for_its_length_then_ends() {
+        let state = FaultState::new(SimFaults {
+            http_503_burst_rate: 1.0,
+            http_503_burst_ms: 60_000,
+            ..SimFaults::default()
+        });
+        for _ in 0..5 {
+            assert_eq!(state.gate(), FaultState::bare_503());
+        }
+        let counts: std::collections::HashMap<_, _> = state.counts().into_iter().collect();
+        assert_eq!(counts["http_503_burst"], 5);
+        assert!(state.burst_left() > Duration::from_secs(50));
     }
 
     #[test]

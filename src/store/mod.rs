@@ -13,7 +13,7 @@
 //! | `<p>:retry_path`, `<p>:attempts` | hash | block -> queue to return to, failures so far |
 //! | `<p>:dead` | hash | block -> dead-letter record (JSON) |
 //! | `<p>:done` | bitmap | bit n = block n committed (about 10 MB for the whole chain) |
-//! | `<p>:events` | stream | the events |
+//! | `<p>:events` (or `stream.key`) | stream | the events |
 //! | `<p>:stats` | hash | blocks and events published per path |
 
 mod scripts;
@@ -37,13 +37,25 @@ const MAINTENANCE_LIMIT: usize = 1_000;
 #[derive(Clone, Debug)]
 pub struct Keys {
     pub prefix: String,
+    /// The event stream: `<prefix>:events` unless `stream.key` names another.
+    events: String,
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
         Keys {
             prefix: prefix.to_string(),
+            events: format!("{prefix}:events"),
         }
+    }
+
+    /// The same keys with the event stream under its own name (`stream.key`).
+    pub fn with_stream(prefix: &str, stream: Option<&str>) -> Self {
+        let mut keys = Keys::new(prefix);
+        if let Some(stream) = stream.filter(|s| !s.is_empty()) {
+            keys.events = stream.to_string();
+        }
+        keys
     }
     fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.prefix)
@@ -82,7 +94,7 @@ impl Keys {
         self.key("done")
     }
     pub fn events(&self) -> String {
-        self.key("events")
+        self.events.clone()
     }
     pub fn stats(&self) -> String {
         self.key("stats")
@@ -94,6 +106,8 @@ impl Keys {
 pub struct RedisStoreConfig {
     pub url: String,
     pub prefix: String,
+    /// The event stream's key; `None` = `<prefix>:events`.
+    pub stream_key: Option<String>,
     /// Events older than this are trimmed from the stream (7 days).
     pub retention: Duration,
     /// A command that takes longer fails (and is retried by the caller).
@@ -106,6 +120,7 @@ impl Default for RedisStoreConfig {
         RedisStoreConfig {
             url: "redis://127.0.0.1:6379".into(),
             prefix: "{tron}".into(),
+            stream_key: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             response_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
@@ -161,7 +176,7 @@ impl RedisStore {
             ConnectionManager::new_lazy_with_config(client, manager_config).map_err(unavailable)?;
         Ok(RedisStore {
             conn,
-            keys: Keys::new(&config.prefix),
+            keys: Keys::with_stream(&config.prefix, config.stream_key.as_deref()),
             retention_ms: config.retention.as_millis() as u64,
             scripts: std::sync::Arc::new(Scripts::new()),
         })

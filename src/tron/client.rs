@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
@@ -47,7 +47,9 @@ pub struct TronClientConfig {
     pub rate_limit_rps: f64,
     /// Requests that may go at once after a quiet period.
     pub rate_limit_burst: u32,
-    /// How long every caller waits after a 429/403/503 (TronGrid suspends a key for 30 s).
+    /// How long every caller waits after a rate-limit answer that does not say for how long
+    /// (TronGrid suspends a key for about 30 s and usually says so), and the longest pause that
+    /// persistent bare 5xx answers escalate to.
     pub penalty: Duration,
     /// Attempts per request, the first included.
     pub max_attempts: u32,
@@ -278,7 +280,7 @@ impl ClientStats {
         }
         out.push_str(
             "# HELP tron_actors_node_errors_total Failed node requests and answers, by kind \
-             (timeout, rate_limited = 429/403/503, http = other status, malformed, ...).\n\
+             (timeout, rate_limited = a suspension: 429/403 or TronGrid's notice, http = any other status such as a bare 503, malformed, ...).\n\
              # TYPE tron_actors_node_errors_total counter\n",
         );
         for (kind, count) in ERROR_KINDS.iter().zip(&self.errors) {
@@ -322,6 +324,10 @@ struct Inner {
     head: Mutex<Option<CachedHead>>,
     /// The highest head seen: blocks at or below it exist.
     known_head: AtomicU64,
+    /// Bare 5xx answers in a row, from any caller; any usable answer resets it.
+    unavailable_streak: AtomicU32,
+    /// Pauses taken for this streak so far: each is twice the one before.
+    unavailable_level: AtomicU32,
     /// Range answers in flight or being parsed: each is tens of MB (100 mainnet-sized blocks),
     /// so they take turns instead of all workers holding one at once.
     range_permits: Semaphore,
@@ -375,6 +381,8 @@ impl TronClient {
                 stats: ClientStats::default(),
                 head: Mutex::new(None),
                 known_head: AtomicU64::new(0),
+                unavailable_streak: AtomicU32::new(0),
+                unavailable_level: AtomicU32::new(0),
                 range_permits: Semaphore::new(RANGES_AT_ONCE),
             }),
         })
@@ -423,23 +431,31 @@ impl TronClient {
                 span.record("error", error.kind());
             }
             let error = match result {
-                Ok(bytes) => return Ok(bytes),
+                Ok(bytes) => {
+                    inner.unavailable_streak.store(0, Ordering::Relaxed);
+                    inner.unavailable_level.store(0, Ordering::Relaxed);
+                    return Ok(bytes);
+                }
                 Err(error) => error,
             };
             inner.stats.error(&error);
             let retryable = match &error {
-                ChainError::RateLimited { .. } => {
-                    inner.limiter.penalize(inner.config.penalty);
+                ChainError::RateLimited { pause_ms, .. } => {
+                    let pause = Duration::from_millis(*pause_ms);
+                    inner.limiter.penalize(pause);
                     inner.stats.penalties.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         endpoint = endpoint.label(),
                         error = %error,
-                        penalty = ?inner.config.penalty,
-                        "rate limited by the node: every request waits"
+                        pause_ms,
+                        "Rate limited by the node: every request waits"
                     );
                     true
                 }
-                ChainError::Http { status } => *status >= 500,
+                ChainError::Http { status } if *status >= 500 => {
+                    self.note_unavailable(endpoint, *status);
+                    true
+                }
                 ChainError::Timeout | ChainError::Transport(_) => true,
                 _ => false,
             };
@@ -449,12 +465,37 @@ impl TronClient {
             tracing::debug!(endpoint = endpoint.label(), attempt, error = %error, "retrying");
             inner.stats.retries.fetch_add(1, Ordering::Relaxed);
             if !matches!(error, ChainError::RateLimited { .. }) {
-                // The limiter already holds rate-limited callers for the penalty.
+                // Only this caller backs off: a proxy's bare 5xx says nothing about the others'
+                // requests. The limiter already holds rate-limited callers for the pause.
                 let backoff = inner.config.retry_backoff * 2u32.pow((attempt - 1).min(3));
                 tokio::time::sleep(backoff).await;
             }
             attempt += 1;
         }
+    }
+
+    /// A bare 5xx. One now and then (a proxy, a load balancer) costs only its caller a short
+    /// backoff. When [`UNAVAILABLE_STREAK`] come in a row the node itself is down: every caller
+    /// pauses, twice as long at each further escalation, up to the penalty. Answers to requests
+    /// sent before a pause began do not escalate it (a burst that fails twenty requests in flight
+    /// is one piece of evidence, not twenty).
+    fn note_unavailable(&self, endpoint: Endpoint, status: u16) {
+        let inner = &*self.inner;
+        let streak = inner.unavailable_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        if streak < UNAVAILABLE_STREAK || inner.limiter.penalty_until().is_some() {
+            return;
+        }
+        let level = inner.unavailable_level.fetch_add(1, Ordering::Relaxed) + 1;
+        let pause = unavailable_pause(level, inner.config.retry_backoff, inner.config.penalty);
+        inner.limiter.penalize(pause);
+        inner.stats.penalties.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            endpoint = endpoint.label(),
+            status,
+            in_a_row = streak,
+            pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+            "The node keeps answering HTTP 5xx: every request waits"
+        );
     }
 
     async fn send(
@@ -472,18 +513,18 @@ impl TronClient {
             .await
             .map_err(transport_error)?;
         let status = response.status().as_u16();
-        if matches!(status, 429 | 403 | 503) {
-            return Err(ChainError::RateLimited { status });
-        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let bytes = response.bytes().await.map_err(transport_error)?;
-        if !(200..300).contains(&status) {
-            return Err(ChainError::Http { status });
+        match refusal(status, retry_after, &bytes, self.inner.config.penalty) {
+            Some(error) => Err(error),
+            // Takes the buffer over rather than copying it when reqwest holds the only reference.
+            None => Ok(bytes.into()),
         }
-        if is_rate_limit_message(&bytes) {
-            return Err(ChainError::RateLimited { status });
-        }
-        // Takes the buffer over rather than copying it when reqwest holds the only reference.
-        Ok(bytes.into())
     }
 
     /// Counts a decoding failure on its way out.
@@ -704,16 +745,73 @@ impl Chain for TronClient {
     }
 }
 
-/// TronGrid's suspension notice, which may come with any status, 200 included.
-fn is_rate_limit_message(body: &[u8]) -> bool {
+/// Bare 5xx answers in a row (from all callers together) before every caller pauses.
+const UNAVAILABLE_STREAK: u32 = 4;
+/// The longest pause a node may ask for; a longer one is taken as this (a lying or broken
+/// node must not stop the daemon for hours).
+const MAX_PAUSE: Duration = Duration::from_secs(600);
+
+/// How long every caller pauses at the `level`-th escalation (from 1) of a streak of bare 5xx
+/// answers: the retry backoff, doubled at each level, up to the penalty.
+fn unavailable_pause(level: u32, backoff: Duration, penalty: Duration) -> Duration {
+    let doublings = level.saturating_sub(1).min(16);
+    backoff.saturating_mul(1 << doublings).min(penalty)
+}
+
+/// What an answer means when it is not a usable one: `None` for a 2xx without TronGrid's
+/// suspension notice.
+///
+/// - TronGrid's notice (`{"Error":"The key exceeds the frequency limit(15), and the query server
+///   is suspended for 30s"}`, with any status, 200 included): a suspension for the time it says,
+///   else `Retry-After`, else the configured penalty.
+/// - 429 and 403 without it: a suspension for `Retry-After`, else the penalty.
+/// - 503 with `Retry-After`: the node asks for that pause.
+/// - any other status, a bare 502/503/504 included: [`ChainError::Http`], a transient error
+///   (proxies and load balancers answer so for a moment).
+fn refusal(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    penalty: Duration,
+) -> Option<ChainError> {
+    let rate_limited = |pause: Duration| ChainError::RateLimited {
+        status,
+        pause_ms: u64::try_from(pause.min(MAX_PAUSE).as_millis()).unwrap_or(u64::MAX),
+    };
+    if let Some(notice) = suspension_notice(body) {
+        return Some(rate_limited(notice.or(retry_after).unwrap_or(penalty)));
+    }
+    match (status, retry_after) {
+        (200..=299, _) => None,
+        (429 | 403, after) => Some(rate_limited(after.unwrap_or(penalty))),
+        (503, Some(after)) => Some(rate_limited(after)),
+        _ => Some(ChainError::Http { status }),
+    }
+}
+
+/// TronGrid's suspension notice: `Some(how long it says)` (`None` inside when it does not say),
+/// or `None` when the body is not such a notice.
+fn suspension_notice(body: &[u8]) -> Option<Option<Duration>> {
     const LIMIT: usize = 1024;
     if body.len() > LIMIT {
-        return false;
+        return None;
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim_start();
-    text.starts_with("{\"Error\"")
-        && (text.contains("exceeds the frequency limit") || text.contains("is suspended"))
+    if !(text.starts_with("{\"Error\"")
+        && (text.contains("exceeds the frequency limit") || text.contains("is suspended")))
+    {
+        return None;
+    }
+    let said = text.split_once("suspended for").and_then(|(_, rest)| {
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse::<u64>().ok().map(Duration::from_secs)
+    });
+    Some(said)
 }
 
 fn transport_error(error: reqwest::Error) -> ChainError {
@@ -760,6 +858,7 @@ mod tests {
         status: u16,
         body: String,
         delay: Duration,
+        retry_after: Option<u64>,
     }
 
     impl Reply {
@@ -772,6 +871,14 @@ mod tests {
                 status,
                 body: body.into(),
                 delay: Duration::ZERO,
+                retry_after: None,
+            }
+        }
+
+        fn retry_after(self, seconds: u64) -> Reply {
+            Reply {
+                retry_after: Some(seconds),
+                ..self
             }
         }
     }
@@ -814,7 +921,7 @@ mod tests {
         uri: Uri,
         headers: HeaderMap,
         body: Bytes,
-    ) -> (StatusCode, String) {
+    ) -> (StatusCode, HeaderMap, String) {
         let path = uri.path().to_string();
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let nth = {
@@ -833,7 +940,15 @@ mod tests {
         });
         let reply = (state.script)(&path, &body, nth);
         tokio::time::sleep(reply.delay).await;
-        (StatusCode::from_u16(reply.status).unwrap(), reply.body)
+        let mut headers = HeaderMap::new();
+        if let Some(seconds) = reply.retry_after {
+            headers.insert("retry-after", seconds.to_string().parse().unwrap());
+        }
+        (
+            StatusCode::from_u16(reply.status).unwrap(),
+            headers,
+            reply.body,
+        )
     }
 
     async fn spawn_node(
@@ -956,11 +1071,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn trongrid_suspension_notice_is_a_rate_limit() {
+    async fn trongrid_suspension_notice_pauses_for_the_time_it_says() {
         let ok = chain(50);
         let node = spawn_node(move |path, body, nth| {
             if nth == 0 {
-                Reply::ok(json!({"Error": "The key exceeds the frequency limit(15), and the query server is suspended for 30s"}))
+                Reply::status(
+                    503,
+                    json!({"Error": "The key exceeds the frequency limit(15), and the query server is suspended for 1s"})
+                        .to_string(),
+                )
+            } else {
+                ok(path, body, nth)
+            }
+        })
+        .await;
+        // The configured penalty is 200 ms: the notice's 1 s is what counts.
+        let client = client(&node);
+        assert_eq!(client.head().await.unwrap().number, 50);
+        assert_eq!(node.count(Endpoint::NowBlock), 2);
+        assert_eq!(client.stats().errors("rate_limited"), 1);
+        assert_eq!(client.stats().snapshot().penalties, 1);
+        let seen = node.state.seen.lock().unwrap();
+        assert!(seen[1].at - seen[0].at >= Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn retry_after_sets_the_pause_of_a_429() {
+        let ok = chain(50);
+        let node = spawn_node(move |path, body, nth| {
+            if nth == 0 {
+                Reply::status(429, "Too Many Requests").retry_after(1)
             } else {
                 ok(path, body, nth)
             }
@@ -968,8 +1108,134 @@ mod tests {
         .await;
         let client = client(&node);
         assert_eq!(client.head().await.unwrap().number, 50);
-        assert_eq!(node.count(Endpoint::NowBlock), 2);
-        assert_eq!(client.stats().errors("rate_limited"), 1);
+        let seen = node.state.seen.lock().unwrap();
+        assert!(seen[1].at - seen[0].at >= Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_bare_503_is_retried_by_its_caller_alone() {
+        let ok = chain(50);
+        let node = spawn_node(move |path, body, nth| {
+            if nth == 0 {
+                Reply::status(503, "Service Unavailable")
+            } else {
+                ok(path, body, nth)
+            }
+        })
+        .await;
+        let client = TronClient::new(TronClientConfig {
+            penalty: Duration::from_secs(30),
+            ..config(&node)
+        })
+        .unwrap();
+        assert_eq!(client.head().await.unwrap().number, 50);
+        let stats = client.stats().snapshot();
+        assert_eq!(client.stats().errors("http"), 1);
+        assert_eq!(client.stats().errors("rate_limited"), 0);
+        assert_eq!(stats.retries, 1);
+        // Nobody else was held: no penalty gate.
+        assert_eq!(stats.penalties, 0);
+        assert_eq!(client.inner.limiter.penalty_until(), None);
+    }
+
+    #[tokio::test]
+    async fn persistent_5xx_answers_pause_every_caller_more_and_more() {
+        let node = spawn_node(|_, _, _| Reply::status(502, "Bad Gateway")).await;
+        let client = TronClient::new(TronClientConfig {
+            max_attempts: 6,
+            ..config(&node)
+        })
+        .unwrap();
+        assert_eq!(
+            client.head().await.unwrap_err(),
+            ChainError::Http { status: 502 }
+        );
+        assert_eq!(node.count(Endpoint::NowBlock), 6);
+        // The 4th, 5th and 6th answers in a row each paused everyone.
+        assert_eq!(client.stats().snapshot().penalties, 3);
+    }
+
+    #[test]
+    fn what_a_refusal_means() {
+        let penalty = Duration::from_secs(30);
+        let notice = |secs: &str| {
+            format!(
+                r#"{{"Error":"The key exceeds the frequency limit(15), and the query server is suspended for {secs}"}}"#
+            )
+        };
+        let limited = |status, pause_ms| Some(ChainError::RateLimited { status, pause_ms });
+        let cases: Vec<(u16, Option<u64>, String, Option<ChainError>)> = vec![
+            (200, None, "{}".into(), None),
+            (200, None, notice("27s"), limited(200, 27_000)),
+            (503, None, notice("30s"), limited(503, 30_000)),
+            (403, Some(5), notice("s"), limited(403, 5_000)),
+            (429, None, notice("s"), limited(429, 30_000)),
+            (403, None, String::new(), limited(403, 30_000)),
+            (
+                429,
+                Some(2),
+                "Too Many Requests".into(),
+                limited(429, 2_000),
+            ),
+            (503, Some(4), String::new(), limited(503, 4_000)),
+            (200, None, notice("99999s"), limited(200, 600_000)),
+            (
+                503,
+                None,
+                "Service Unavailable".into(),
+                Some(ChainError::Http { status: 503 }),
+            ),
+            (
+                502,
+                None,
+                String::new(),
+                Some(ChainError::Http { status: 502 }),
+            ),
+            (
+                504,
+                Some(9),
+                String::new(),
+                Some(ChainError::Http { status: 504 }),
+            ),
+            (
+                500,
+                None,
+                String::new(),
+                Some(ChainError::Http { status: 500 }),
+            ),
+            (
+                404,
+                None,
+                String::new(),
+                Some(ChainError::Http { status: 404 }),
+            ),
+        ];
+        for (status, retry_after, body, expected) in cases {
+            let got = refusal(
+                status,
+                retry_after.map(Duration::from_secs),
+                body.as_bytes(),
+                penalty,
+            );
+            assert_eq!(
+                got, expected,
+                "HTTP {status}, Retry-After {retry_after:?}, {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn pauses_for_persistent_5xx_double_up_to_the_penalty() {
+        let backoff = Duration::from_millis(250);
+        let penalty = Duration::from_secs(30);
+        let pauses: Vec<u128> = (1..=10)
+            .map(|level| unavailable_pause(level, backoff, penalty).as_millis())
+            .collect();
+        assert_eq!(
+            pauses,
+            vec![250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]
+        );
+        assert_eq!(unavailable_pause(u32::MAX, backoff, penalty), penalty);
     }
 
     #[tokio::test]
@@ -983,7 +1249,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             client.block(5, Lane::Head).await.unwrap_err(),
-            ChainError::RateLimited { status: 403 }
+            ChainError::RateLimited {
+                status: 403,
+                pause_ms: 20
+            }
         );
         assert_eq!(node.count(Endpoint::BlockByNum), 2);
     }
@@ -1039,9 +1308,11 @@ mod tests {
         assert_eq!(seen.len(), 8);
         let first = seen.iter().map(|s| s.at).min().unwrap();
         let last = seen.iter().map(|s| s.at).max().unwrap();
-        // 8 requests at 20/s: 7 intervals of 50 ms at least, however the tasks were scheduled.
+        // 8 requests at 20/s: 7 intervals of 50 ms. Measured where they arrive, so the first may
+        // have been delayed on its way by a busy machine: 6 intervals at least, where an
+        // unshared limiter would let all 8 through within a few milliseconds.
         assert!(
-            last - first >= Duration::from_millis(340),
+            last - first >= Duration::from_millis(300),
             "{:?}",
             last - first
         );
