@@ -676,6 +676,7 @@ impl Harness {
             &self.store.keys().events(),
             self.report.from,
             self.report.to,
+            &crate::verify::VerifyOptions::default(),
         )
         .await;
         let _ = twin.shutdown().await;

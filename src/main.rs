@@ -101,6 +101,13 @@ pub(crate) struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Times each block is asked from the node, the first included, before it is called
+    /// unverifiable (the node has bad moments: `{"Error"}` answers, 5xx, timeouts).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempts: u32,
+    /// Pause before asking again, in ms; doubled before each further attempt, up to 4 s.
+    #[arg(long, default_value_t = 250)]
+    pub retry_backoff_ms: u64,
 }
 
 #[derive(Args, Clone)]

@@ -3,19 +3,57 @@
 //! (a few bytes per block, so 200,000 blocks fit easily), compares them with what the node's
 //! blocks must yield, and reads the stream a second time only for the blocks that differ, to
 //! name the missing, duplicated and unexpected events.
+//!
+//! The node has bad moments (`{"Error": ...}` bodies, 5xx, timeouts) that say nothing about the
+//! stream, so a block the node fails to give is asked again a few times, with a growing pause,
+//! before it is called unverifiable; the report says how many retries that took.
 
-use actors::chain::Chain;
+use actors::chain::{Chain, ChainError};
 use actors::model::Block;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Entries read per XRANGE page.
 const PAGE: usize = 2_000;
 /// Blocks fetched from the node per request batch, and batches in flight.
 const FETCH_CHUNK: u64 = 100;
 const FETCH_PARALLEL: usize = 4;
+/// The longest pause between two attempts at the same blocks, however many attempts are allowed.
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+
+/// How hard verify tries to get a block from the node before it calls the block unverifiable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Times each block is asked for, the first included; 0 counts as 1. On top of these, the
+    /// node client retries transport errors, timeouts and 5xx inside each request.
+    pub attempts: u32,
+    /// Pause before the second attempt; doubled before each further one, up to 4 s.
+    pub backoff: Duration,
+}
+
+impl Default for VerifyOptions {
+    /// 5 attempts, pauses of 250, 500, 1000 and 2000 ms: a bad moment of the node of a few
+    /// seconds is ridden out, a node that is really down costs under 4 s more.
+    fn default() -> Self {
+        VerifyOptions {
+            attempts: 5,
+            backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+impl VerifyOptions {
+    /// The pause before attempt `attempt` (2 for the first retry).
+    fn backoff_before(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(2).min(16);
+        self.backoff
+            .saturating_mul(1 << doublings)
+            .min(MAX_BACKOFF.max(self.backoff))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -50,6 +88,11 @@ pub struct VerifyReport {
     pub duplicated: u64,
     pub unexpected: u64,
     pub unverifiable_blocks: u64,
+    /// Blocks asked for more than once: the node failed to give them at the first attempt
+    /// (whether a retry got them or not).
+    pub retried_blocks: u64,
+    /// Attempts after the first, over all blocks.
+    pub retries: u64,
     pub problems: Vec<BlockProblem>,
 }
 
@@ -64,7 +107,7 @@ impl VerifyReport {
     /// The human summary.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "blocks {}..={}: {} blocks, {} events expected, {} in the stream; missing {}, duplicated {}, unexpected {}, unverifiable blocks {}: {}\n",
+            "blocks {}..={}: {} blocks, {} events expected, {} in the stream; missing {}, duplicated {}, unexpected {}, unverifiable blocks {}; node retries {} (for {} blocks): {}\n",
             self.from,
             self.to,
             self.blocks,
@@ -74,6 +117,8 @@ impl VerifyReport {
             self.duplicated,
             self.unexpected,
             self.unverifiable_blocks,
+            self.retries,
+            self.retried_blocks,
             if self.is_exact() { "EXACT" } else { "NOT EXACT" }
         );
         for problem in self.problems.iter().take(50) {
@@ -182,26 +227,39 @@ async fn scan_stream(
     }
 }
 
-/// Fetches blocks `from..=to` from the node, a few chunks at a time, handing each to `visit`.
-async fn fetch_expected(
-    chain: Arc<dyn Chain>,
-    from: u64,
-    to: u64,
-    mut visit: impl FnMut(u64, Result<Block, String>),
+/// Splits ascending block numbers into runs `[start, end)` of consecutive blocks, each at most
+/// [`FETCH_CHUNK`] long: what one `Chain::blocks` call can fetch cheaply.
+fn runs(numbers: impl IntoIterator<Item = u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for number in numbers {
+        match out.last_mut() {
+            Some((start, end)) if *end == number && *end - *start < FETCH_CHUNK => *end += 1,
+            _ => out.push((number, number + 1)),
+        }
+    }
+    out
+}
+
+/// Fetches the blocks of `runs` from the node, a few runs at a time, handing each to `visit`.
+async fn fetch_runs(
+    chain: &Arc<dyn Chain>,
+    runs: &[(u64, u64)],
+    mut visit: impl FnMut(u64, Result<Block, ChainError>),
 ) {
-    let mut chunks = (from..=to).step_by(FETCH_CHUNK as usize).peekable();
+    let mut runs = runs.iter().copied();
     let mut in_flight = tokio::task::JoinSet::new();
     loop {
         while in_flight.len() < FETCH_PARALLEL {
-            let Some(start) = chunks.next() else { break };
-            let end = (start + FETCH_CHUNK).min(to + 1);
+            let Some((start, end)) = runs.next() else {
+                break;
+            };
             let chain = chain.clone();
             in_flight.spawn(async move { chain.blocks(start, end).await });
         }
         match in_flight.join_next().await {
             Some(Ok(results)) => {
                 for (number, result) in results {
-                    visit(number, result.map_err(|e| e.to_string()));
+                    visit(number, result);
                 }
             }
             Some(Err(join_error)) => {
@@ -212,6 +270,65 @@ async fn fetch_expected(
     }
 }
 
+/// How the fetching went: the blocks the node never gave, with its last error, and the retries.
+#[derive(Debug, Default)]
+struct Fetched {
+    failed: BTreeMap<u64, ChainError>,
+    /// Blocks asked for more than once.
+    retried_blocks: u64,
+    /// Attempts after the first, over all blocks.
+    retries: u64,
+}
+
+/// Fetches blocks `from..=to` from the node, handing each block it gets to `visit`. The blocks
+/// the node fails to give are asked again, all together after a pause, up to
+/// `options.attempts` times in all; the daemon rides out a bad moment of the node the same way
+/// (with a longer schedule), and a single failed answer says nothing about the stream.
+async fn fetch_expected(
+    chain: Arc<dyn Chain>,
+    from: u64,
+    to: u64,
+    options: &VerifyOptions,
+    mut visit: impl FnMut(u64, Block),
+) -> Fetched {
+    let attempts = options.attempts.max(1);
+    let mut fetched = Fetched::default();
+    let mut pending = runs(from..=to);
+    for attempt in 1..=attempts {
+        if attempt > 1 {
+            let blocks = fetched.failed.len();
+            let pause = options.backoff_before(attempt);
+            tracing::warn!(
+                blocks,
+                attempt,
+                attempts,
+                pause_ms = pause.as_millis() as u64,
+                error = %fetched.failed.values().next().map(ToString::to_string).unwrap_or_default(),
+                "The node failed to give some blocks: asking again"
+            );
+            if attempt == 2 {
+                fetched.retried_blocks = blocks as u64;
+            }
+            fetched.retries += blocks as u64;
+            tokio::time::sleep(pause).await;
+        }
+        let mut failed = BTreeMap::new();
+        fetch_runs(&chain, &pending, |number, result| match result {
+            Ok(block) => visit(number, block),
+            Err(error) => {
+                failed.insert(number, error);
+            }
+        })
+        .await;
+        fetched.failed = failed;
+        if fetched.failed.is_empty() {
+            break;
+        }
+        pending = runs(fetched.failed.keys().copied());
+    }
+    fetched
+}
+
 /// Verifies `from..=to` of `stream` against `chain`.
 pub async fn verify(
     chain: Arc<dyn Chain>,
@@ -219,6 +336,7 @@ pub async fn verify(
     stream: &str,
     from: u64,
     to: u64,
+    options: &VerifyOptions,
 ) -> Result<VerifyReport, VerifyError> {
     if from > to {
         return Err(VerifyError::BadRange { from, to });
@@ -240,26 +358,30 @@ pub async fn verify(
     };
     // Blocks to look at closely, with what they must hold.
     let mut suspects: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
-    let mut unverifiable: Vec<BlockProblem> = Vec::new();
-    fetch_expected(chain, from, to, |number, result| match result {
-        Ok(block) => {
-            let entries = expected_entries(&block);
-            report.expected_events += entries.len() as u64;
-            let mut expected = Fingerprint::default();
-            for (_, hash) in &entries {
-                expected.add(*hash);
-            }
-            if found.get(&number).copied().unwrap_or_default() != expected {
-                suspects.insert(number, entries);
-            }
+    let fetched = fetch_expected(chain, from, to, options, |number, block| {
+        let entries = expected_entries(&block);
+        report.expected_events += entries.len() as u64;
+        let mut expected = Fingerprint::default();
+        for (_, hash) in &entries {
+            expected.add(*hash);
         }
-        Err(error) => unverifiable.push(BlockProblem {
-            block: number,
-            unverifiable: Some(error),
-            ..Default::default()
-        }),
+        if found.get(&number).copied().unwrap_or_default() != expected {
+            suspects.insert(number, entries);
+        }
     })
     .await;
+    report.retried_blocks = fetched.retried_blocks;
+    report.retries = fetched.retries;
+    let attempts = options.attempts.max(1);
+    let unverifiable: Vec<BlockProblem> = fetched
+        .failed
+        .into_iter()
+        .map(|(block, error)| BlockProblem {
+            block,
+            unverifiable: Some(format!("{error} (after {attempts} attempts)")),
+            ..Default::default()
+        })
+        .collect();
 
     if !suspects.is_empty() {
         let mut seen: HashMap<u64, Vec<(String, u64)>> = HashMap::new();
@@ -335,6 +457,28 @@ mod tests {
         assert_eq!(problem.missing, vec!["b".to_string(), "c".to_string()]);
         assert_eq!(problem.duplicated, vec!["a".to_string()]);
         assert_eq!(problem.unexpected, vec!["c".to_string(), "z".to_string()]);
+    }
+
+    #[test]
+    fn runs_split_at_gaps_and_at_the_fetch_chunk() {
+        assert_eq!(runs([3, 4, 5, 7, 9, 10]), vec![(3, 6), (7, 8), (9, 11)]);
+        assert_eq!(runs(10..=259), vec![(10, 110), (110, 210), (210, 260)]);
+        assert_eq!(runs([]), vec![]);
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_first_retry_up_to_the_cap() {
+        let options = VerifyOptions::default();
+        let pauses: Vec<u128> = (2..=8)
+            .map(|attempt| options.backoff_before(attempt).as_millis())
+            .collect();
+        assert_eq!(pauses, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        // A configured first pause above the cap is kept, not cut down.
+        let slow = VerifyOptions {
+            attempts: 3,
+            backoff: Duration::from_secs(10),
+        };
+        assert_eq!(slow.backoff_before(3), Duration::from_secs(10));
     }
 
     #[test]

@@ -4,7 +4,9 @@ use crate::{load_config, VerifyArgs, EXIT_CONFIG, EXIT_RUNTIME};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tron_actors::tron::TronClient;
+use tron_actors::verify::VerifyOptions;
 
 pub(crate) async fn run(config_file: Option<PathBuf>, args: VerifyArgs) -> ExitCode {
     let config = match load_config(config_file) {
@@ -24,12 +26,17 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: VerifyArgs) -> ExitC
         }
     };
     let stream = store.keys().events();
+    let options = VerifyOptions {
+        attempts: args.attempts,
+        backoff: Duration::from_millis(args.retry_backoff_ms),
+    };
     match tron_actors::verify::verify(
         Arc::new(client),
         store.connection(),
         &stream,
         args.from,
         args.to,
+        &options,
     )
     .await
     {

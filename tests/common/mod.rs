@@ -161,6 +161,15 @@ pub fn expected_fields(block: &Block) -> Vec<HashMap<String, String>> {
 
 /// A simulated node whose head only moves when the test says so.
 pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_actors::sim::SimHandle {
+    frozen_sim_with_faults(history, txs_per_block, tron_actors::sim::SimFaults::none()).await
+}
+
+/// [`frozen_sim`] with faults: the same chain (same blocks, same hashes) served badly.
+pub async fn frozen_sim_with_faults(
+    history: u64,
+    txs_per_block: u32,
+    faults: tron_actors::sim::SimFaults,
+) -> tron_actors::sim::SimHandle {
     let params = tron_actors::sim::SimParams {
         seed: 7,
         history,
@@ -171,7 +180,7 @@ pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_actors::sim::S
     };
     tron_actors::sim::spawn(
         params,
-        tron_actors::sim::SimFaults::none(),
+        faults,
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await
