@@ -161,6 +161,20 @@ pub fn expected_fields(block: &Block) -> Vec<HashMap<String, String>> {
 
 /// A simulated node whose head only moves when the test says so.
 pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_actors::sim::SimHandle {
+    frozen_sim_with_faults(history, txs_per_block, tron_actors::sim::SimFaults::none()).await
+}
+
+/// The head of a `frozen_sim` before it is advanced, known before it starts (to aim faults).
+pub fn frozen_sim_head(history: u64) -> u64 {
+    tron_actors::sim::SimParams::default().start_block + history - 1
+}
+
+/// [`frozen_sim`] with faults.
+pub async fn frozen_sim_with_faults(
+    history: u64,
+    txs_per_block: u32,
+    faults: tron_actors::sim::SimFaults,
+) -> tron_actors::sim::SimHandle {
     let params = tron_actors::sim::SimParams {
         seed: 7,
         history,
@@ -171,7 +185,7 @@ pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_actors::sim::S
     };
     tron_actors::sim::spawn(
         params,
-        tron_actors::sim::SimFaults::none(),
+        faults,
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await
