@@ -197,13 +197,18 @@ pub fn init(format: &str, level: &str, otel: &OtelSettings) -> Result<Telemetry,
             .with_writer(|| ClearBarWriter { first: true })
             .boxed()
     };
+    // Exception events repeat, for traces, a failure the logs already have a line for.
+    let fmt_layer = fmt_layer.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+        !is_exception_event(meta)
+    }));
     let provider = tracer_provider(otel, stats.clone())?;
     let otel_layer = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("tron-actors"))
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                // Only our spans make traces; library internals stay out.
-                meta.is_span()
+                // Only our spans make traces; library internals stay out. Of the events, only
+                // exception events: log lines in traces would cost a span event each.
+                (meta.is_span() || is_exception_event(meta))
                     && (meta.target().starts_with("actors")
                         || meta.target().starts_with("tron_actors"))
             }))
@@ -223,6 +228,11 @@ pub fn init(format: &str, level: &str, otel: &OtelSettings) -> Result<Telemetry,
         provider: if installed { provider } else { None },
         stats,
     })
+}
+
+/// An event named `exception` (see `actors::trace`): a failure as a span event, for traces only.
+fn is_exception_event(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_event() && meta.name() == "exception"
 }
 
 /// Stderr for human-readable logs: a line first wipes the progress bar when one is drawn (the

@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tron_actors::sim::SimFaults;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -126,25 +127,130 @@ fn attr_str(span: &Span, key: &str) -> Option<String> {
     }
 }
 
+/// A node in front of the simulated one that answers the transaction infos of `block` with
+/// garbage once, then passes everything through: the only way to fail a tip block's first
+/// attempt (a malformed block in the simulator is malformed in the head poll too, so it never
+/// reaches the tip).
+async fn proxy_failing_infos_once(sim_url: String, block: u64) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // reqwest is built without a TLS crypto provider; whichever comes first installs it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(
+        move |method: axum::http::Method, uri: axum::http::Uri, body: axum::body::Bytes| {
+            let (client, armed, sim_url) = (client.clone(), armed.clone(), sim_url.clone());
+            async move {
+                let asked: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+                let num = asked.as_ref().and_then(|b| b["num"].as_u64());
+                if uri.path().ends_with("/gettransactioninfobyblocknum")
+                    && num == Some(block)
+                    && armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    return (axum::http::StatusCode::OK, b"[{\"id\":".to_vec());
+                }
+                let answer = client
+                    .request(method, format!("{sim_url}{uri}"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = axum::http::StatusCode::from_u16(answer.status().as_u16()).unwrap();
+                (status, answer.bytes().await.unwrap().to_vec())
+            }
+        },
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn status_code(span: &Span) -> i32 {
+    span.status.as_ref().map_or(0, |s| s.code)
+}
+
+fn status_message(span: &Span) -> String {
+    span.status
+        .as_ref()
+        .map(|s| s.message.clone())
+        .unwrap_or_default()
+}
+
+const STATUS_ERROR: i32 = opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32;
+
+fn event_attr(event: &opentelemetry_proto::tonic::trace::v1::span::Event, key: &str) -> String {
+    let value = event
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref());
+    match value {
+        Some(Value::StringValue(s)) => s.clone(),
+        other => panic!("event attribute {key}: {other:?}"),
+    }
+}
+
+/// Checks that `span` failed with a `malformed` error whose message starts with `message`, and
+/// returns the message.
+fn assert_failed(span: &Span, message: &str) -> String {
+    assert_eq!(status_code(span), STATUS_ERROR, "{}", span.name);
+    let full = status_message(span);
+    assert!(full.starts_with(message), "{full:?}");
+    assert_eq!(attr_str(span, "error.type").as_deref(), Some("malformed"));
+    assert_eq!(attr_str(span, "error.message"), Some(full.clone()));
+    full
+}
+
 /// Runs the daemon as a process exporting to `endpoint` over the tip, priority and backlog
-/// paths, stops it with SIGTERM (which flushes), and checks one `block` trace per block.
+/// paths, a block of each failing its first attempt, stops it with SIGTERM (which flushes), and
+/// checks one `block` trace per block and attempt, each with its own fetch, decode and commit.
 async fn traces_arrive(endpoint: &str, protocol: &str, received: Received) {
     let redis = TestRedis::start().await;
-    let sim = frozen_sim(20, 10).await;
-    let head = sim.chain().head();
+    let head = common::frozen_sim_head(20);
+    // Malformed for good: every attempt fails until the block is dead-lettered.
+    let bad_priority = head + 2;
+    let bad_backlog = head + 20;
+    // Its transaction infos are garbage once: the first attempt fails in decoding.
+    let bad_tip = head + 5;
+    let faults = SimFaults {
+        malformed_blocks: [bad_priority, bad_backlog].into(),
+        ..SimFaults::none()
+    };
+    let sim = common::frozen_sim_with_faults(20, 10, faults).await;
+    assert_eq!(sim.chain().head(), head);
+    let node = proxy_failing_infos_once(sim.url(), bad_tip).await;
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
         ("OTEL_SERVICE_NAME", "tron-actors-test"),
+        // The whole retry schedule in well under a second.
+        ("TRON_ACTORS_RETRY__DELAY_SCALE", "0.0001"),
     ];
-    let mut daemon = DaemonProcess::spawn(&sim.url(), &redis.url(), &env);
+    let mut daemon = DaemonProcess::spawn(&node, &redis.url(), &env);
     let store = redis.store();
+    let dead = |block: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .dead_letters()
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.block == block && d.attempts == 10)
+        }
+    };
     wait_done(&store, head, head, WAIT).await;
     sim.chain().advance(5); // priority: 4 blocks, tip: 1
-    wait_done(&store, head, head + 5, WAIT).await;
+    wait_done(&store, head, bad_priority - 1, WAIT).await;
+    wait_done(&store, bad_priority + 1, head + 5, WAIT).await;
+    common::wait_until(WAIT, "priority block dead", || dead(bad_priority)).await;
     sim.chain().advance(30); // backlog: 29 blocks, tip: 1
     let last = head + 35;
-    wait_done(&store, head, last, WAIT).await;
+    wait_done(&store, head + 6, bad_backlog - 1, WAIT).await;
+    wait_done(&store, bad_backlog + 1, last, WAIT).await;
+    common::wait_until(WAIT, "backlog block dead", || dead(bad_backlog)).await;
     let status = daemon.terminate(Duration::from_secs(20)).await;
     assert!(status.success());
 
@@ -165,80 +271,172 @@ async fn traces_arrive(endpoint: &str, protocol: &str, received: Received) {
             .or_default()
             .push(root);
     }
+    let children_of = |parent: &Span| -> Vec<&Span> {
+        let mut children: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.trace_id == parent.trace_id && s.parent_span_id == parent.span_id)
+            .collect();
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        children
+    };
+    let names = |spans: &[&Span]| -> Vec<String> { spans.iter().map(|s| s.name.clone()).collect() };
     let mut conn = redis.conn().await;
     let entries = read_stream(&mut conn, "{tron}:events").await;
     for number in head..=last {
-        let roots = by_block
+        let mut roots = by_block
             .get(&(number as i64))
-            .unwrap_or_else(|| panic!("no trace for block {number}"));
-        assert_eq!(
-            roots.len(),
-            1,
-            "block {number}: one trace per attempt, one attempt"
-        );
-        let root = roots[0];
-        let expected = sim.chain().expected_block(number).unwrap();
-        assert_eq!(
-            attr_str(root, "hash").as_deref(),
-            Some(expected.header.hash.as_str())
-        );
-        assert_eq!(attr_int(root, "events"), Some(expected.events.len() as i64));
-        assert_eq!(attr_int(root, "attempt"), Some(1));
-        assert_eq!(attr_str(root, "outcome").as_deref(), Some("published"));
-        let path = attr_str(root, "path").unwrap();
-        let slot = attr_str(root, "slot").unwrap();
-        let want_path = if number == head || number == head + 5 || number == last {
+            .unwrap_or_else(|| panic!("no trace for block {number}"))
+            .clone();
+        roots.sort_by_key(|root| attr_int(root, "attempt"));
+        let first_path = if number == head || number == head + 5 || number == last {
             "tip"
         } else if number < head + 5 {
             "priority"
         } else {
             "backlog"
         };
-        assert_eq!(path, want_path, "block {number}");
-        assert!(slot == "tip" || slot == "priority" || slot.starts_with("backlog-"));
-        let children: Vec<&Span> = spans
-            .iter()
-            .filter(|s| s.trace_id == root.trace_id && s.span_id != root.span_id)
-            .collect();
-        let commit = children
-            .iter()
-            .find(|s| s.name == "commit")
-            .unwrap_or_else(|| panic!("block {number}: no commit span"));
-        assert_eq!(commit.parent_span_id, root.span_id);
-        if path == "backlog" {
-            assert!(
-                !root.links.is_empty(),
-                "block {number}: backlog blocks come in ranges"
-            );
-        }
-        if !root.links.is_empty() {
-            // Bodies came in a range request: its trace is linked from the block's.
-            let range = spans
-                .iter()
-                .find(|s| s.span_id == root.links[0].span_id)
-                .unwrap();
-            assert_eq!(range.name, "node.get_blocks");
-            let range_children = spans.iter().filter(|s| s.trace_id == range.trace_id);
-            assert!(range_children
-                .map(|s| s.name.as_str())
-                .any(|n| n == "decode"));
+        let attempts = if number == bad_priority || number == bad_backlog {
+            10
+        } else if number == bad_tip {
+            2
         } else {
+            1
+        };
+        assert_eq!(
+            roots.len(),
+            attempts,
+            "block {number}: one trace per attempt"
+        );
+        let expected = sim.chain().expected_block(number).unwrap();
+        for (index, root) in roots.iter().enumerate() {
+            let attempt = index as i64 + 1;
+            let context = format!("block {number}, attempt {attempt}");
+            assert_eq!(attr_int(root, "attempt"), Some(attempt), "{context}");
+            let path = attr_str(root, "path").unwrap();
+            let slot = attr_str(root, "slot").unwrap();
+            // A retry goes back to the backlog or, for the tip and the priority queue, to the
+            // priority queue.
+            let want_path = match (attempt, first_path) {
+                (1, path) | (_, path @ "backlog") => path,
+                _ => "priority",
+            };
+            assert_eq!(path, want_path, "{context}");
             assert!(
-                children.iter().any(|s| s.name == "node.request"),
-                "block {number}: no node span"
+                slot == path || slot.starts_with("backlog-"),
+                "{context}: {slot}"
             );
-            assert!(
-                children.iter().any(|s| s.name == "decode"),
-                "block {number}: no decode span"
-            );
+            let children = children_of(root);
+            let failed =
+                attempt < attempts as i64 || number == bad_priority || number == bad_backlog;
+            if failed {
+                let outcome = if attempt == 10 {
+                    "dead_letter"
+                } else {
+                    "retry"
+                };
+                assert_eq!(
+                    attr_str(root, "outcome").as_deref(),
+                    Some(outcome),
+                    "{context}"
+                );
+                assert_eq!(attr_str(root, "hash"), None, "{context}");
+                let message = if number == bad_tip {
+                    // The body came fine; the infos did not decode.
+                    assert_eq!(names(&children), ["decode", "fetch"], "{context}");
+                    assert_eq!(status_code(children[1]), 0, "{context}");
+                    assert_failed(
+                        children[0],
+                        &format!("malformed answer for transaction infos of block {number}: "),
+                    )
+                } else {
+                    // The body itself is unparsable: nothing to decode, nothing to commit.
+                    assert_eq!(names(&children), ["fetch"], "{context}");
+                    assert_failed(
+                        children[0],
+                        &format!("malformed answer for block {number}: "),
+                    )
+                };
+                assert_eq!(assert_failed(root, &message), message, "{context}");
+                assert_eq!(root.events.len(), 1, "{context}");
+                let event = &root.events[0];
+                assert_eq!(event.name, "exception", "{context}");
+                assert_eq!(event_attr(event, "exception.type"), "malformed");
+                assert_eq!(event_attr(event, "exception.message"), message);
+                assert_eq!(event_attr(event, "level"), "ERROR");
+            } else {
+                assert_eq!(
+                    attr_str(root, "hash").as_deref(),
+                    Some(expected.header.hash.as_str()),
+                    "{context}"
+                );
+                assert_eq!(attr_int(root, "events"), Some(expected.events.len() as i64));
+                assert_eq!(attr_str(root, "outcome").as_deref(), Some("published"));
+                assert_eq!(status_code(root), 0, "{context}");
+                assert!(root.events.is_empty(), "{context}: {:?}", root.events);
+                assert_eq!(names(&children), ["commit", "decode", "fetch"], "{context}");
+                assert!(children.iter().all(|s| status_code(s) == 0), "{context}");
+            }
+            if attempt == 1 && path == "backlog" {
+                assert!(
+                    !root.links.is_empty(),
+                    "{context}: backlog blocks come in ranges"
+                );
+            }
+            // The fetch holds the block's requests to the node; its body came alone, with the
+            // head poll, or in a range request, whose trace is linked from the block's.
+            let fetch = children.iter().find(|s| s.name == "fetch").unwrap();
+            let body = attr_str(fetch, "body").unwrap();
+            let mut endpoints: Vec<String> = children_of(fetch)
+                .iter()
+                .map(|s| {
+                    assert_eq!(s.name, "node.request", "{context}");
+                    attr_str(s, "endpoint").unwrap()
+                })
+                .collect();
+            endpoints.sort();
+            let infos_failed_to_come = failed && number != bad_tip;
+            let want: &[&str] = match (body.as_str(), infos_failed_to_come) {
+                ("node", true) => &["getblockbynum"],
+                ("node", false) => &["getblockbynum", "gettransactioninfobyblocknum"],
+                ("head" | "range", false) => &["gettransactioninfobyblocknum"],
+                other => panic!("{context}: fetch {other:?}"),
+            };
+            assert_eq!(endpoints, want, "{context}");
+            if let Some(link) = root.links.first() {
+                let range = spans.iter().find(|s| s.span_id == link.span_id).unwrap();
+                assert_eq!(range.name, "node.get_blocks", "{context}");
+                let requests = children_of(range);
+                assert_eq!(names(&requests), ["node.request"], "{context}");
+                assert_eq!(
+                    attr_str(requests[0], "endpoint").as_deref(),
+                    Some("getblockbylimitnext")
+                );
+                // The range answer is unparsable when it holds a malformed block; each body is
+                // then asked for alone.
+                let range_ok = !(attr_int(range, "from").unwrap()..=attr_int(range, "to").unwrap())
+                    .any(|n| n == bad_priority as i64 || n == bad_backlog as i64);
+                assert_eq!(body == "range", range_ok, "{context}");
+                // Nothing of one block's own work is left in the range's trace.
+                assert!(spans
+                    .iter()
+                    .filter(|s| s.trace_id == range.trace_id)
+                    .all(|s| s.name == "node.get_blocks" || s.name == "node.request"));
+            } else {
+                assert_ne!(body, "range", "{context}");
+            }
         }
     }
-    // Every block with events is in the stream: the traces describe real commits.
+    // Every block with events is in the stream, but the dead ones: the traces describe real
+    // commits.
     let in_stream: std::collections::HashSet<u64> =
         common::by_block(&entries).keys().copied().collect();
     for number in head..=last {
         let expected = sim.chain().expected_block(number).unwrap();
-        assert_eq!(in_stream.contains(&number), !expected.events.is_empty());
+        let dead = number == bad_priority || number == bad_backlog;
+        assert_eq!(
+            in_stream.contains(&number),
+            !expected.events.is_empty() && !dead
+        );
     }
 }
 

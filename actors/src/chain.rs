@@ -5,6 +5,7 @@
 
 use crate::model::{Block, BlockHeader};
 use async_trait::async_trait;
+use tracing::Instrument;
 
 /// Why a block or the head could not be had. Every variant is worth retrying later: the retry
 /// schedule, not the error, decides when a block is given up (dead-lettered).
@@ -73,6 +74,10 @@ impl From<crate::store::Path> for Lane {
 /// keeps a fast node from piling decoded blocks up in memory ahead of a slower commit.
 pub type BlockSink = tokio::sync::mpsc::Sender<(u64, Result<Block, ChainError>)>;
 
+/// The root span of each block's trace, by block number, for [`Chain::blocks_into`]: the work
+/// done for one block of a range (its fetch and decoding) goes into that block's own trace.
+pub type BlockSpans = std::collections::HashMap<u64, tracing::Span>;
+
 /// A source of blocks. Implementations share one rate limit across all callers.
 #[async_trait]
 pub trait Chain: Send + Sync + 'static {
@@ -86,10 +91,23 @@ pub trait Chain: Send + Sync + 'static {
     /// Blocks `from..to` (end exclusive), fetched as cheaply as the node allows (the real client
     /// asks for bodies in ranges), each sent to `sink` as soon as it is complete, highest first
     /// as far as the fetching allows. Each block succeeds or fails on its own; every block of the
-    /// range is sent unless the receiver hangs up, which stops the fetching.
-    async fn blocks_into(&self, from: u64, to: u64, lane: Lane, sink: BlockSink) {
+    /// range is sent unless the receiver hangs up, which stops the fetching. The work for a
+    /// block in `spans` is done inside its span (each is dropped once its block is sent, so
+    /// that it can end); other blocks' work goes into the current span.
+    async fn blocks_into(
+        &self,
+        from: u64,
+        to: u64,
+        lane: Lane,
+        sink: BlockSink,
+        mut spans: BlockSpans,
+    ) {
         for number in (from..to).rev() {
-            let result = self.block(number, lane).await;
+            let fetch = self.block(number, lane);
+            let result = match spans.remove(&number) {
+                Some(span) => fetch.instrument(span).await,
+                None => fetch.await,
+            };
             if sink.send((number, result)).await.is_err() {
                 return;
             }
@@ -106,7 +124,8 @@ pub trait Chain: Send + Sync + 'static {
             }
             out
         };
-        let ((), mut out) = tokio::join!(self.blocks_into(from, to, Lane::Backlog, sink), collect);
+        let fetch = self.blocks_into(from, to, Lane::Backlog, sink, BlockSpans::new());
+        let ((), mut out) = tokio::join!(fetch, collect);
         out.sort_by_key(|(number, _)| *number);
         out
     }

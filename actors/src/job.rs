@@ -2,7 +2,7 @@
 //! StreamPublisher, or record the failure for the retry schedule. Shared by the TipWatcher, the
 //! PriorityActor and the BacklogActors so the three paths cannot drift apart.
 
-use crate::chain::{ChainError, Lane};
+use crate::chain::{BlockSpans, ChainError, Lane};
 use crate::model::Block;
 use crate::services::{now_ms, Services};
 use crate::store::{CommitOutcome, FailOutcome, Path, StoreError};
@@ -13,7 +13,9 @@ use tracing::Instrument;
 
 /// The root span of one block's trace (one trace per block and attempt). Its fields are the
 /// attributes an operator filters on in Jaeger; `hash`, `attempt`, `events` and `outcome` are
-/// filled in as they become known.
+/// filled in as they become known, the `otel.*` and `error.*` ones when the attempt fails (see
+/// [`crate::trace`]). Its children are the block's `fetch`, `decode` (made by the chain) and
+/// `commit` (made by the StreamPublisher).
 pub fn block_span(services: &Services, slot: &str, path: Path, number: u64) -> tracing::Span {
     let span = tracing::info_span!(
         parent: None,
@@ -26,6 +28,10 @@ pub fn block_span(services: &Services, slot: &str, path: Path, number: u64) -> t
         events = tracing::field::Empty,
         outcome = tracing::field::Empty,
         trace_id = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        "error.message" = tracing::field::Empty,
     );
     if let Some(hook) = services.span_hook {
         hook(&span);
@@ -66,7 +72,7 @@ pub async fn finish_block(
     fetched: Result<Block, ChainError>,
 ) -> Result<BlockOutcome, StoreError> {
     let span = tracing::Span::current();
-    let error = match fetched {
+    let (kind, error) = match fetched {
         Ok(block) => {
             span.record("hash", block.header.hash.as_str());
             span.record("events", block.events.len());
@@ -83,12 +89,14 @@ pub async fn finish_block(
                     }
                     return Ok(BlockOutcome::Committed(outcome));
                 }
-                Err(error) => error.to_string(),
+                Err(error) => (error.kind(), error.to_string()),
             }
         }
-        Err(error) => error.to_string(),
+        Err(error) => (error.kind(), error.to_string()),
     };
-    let outcome = services
+    // Recorded before the store is told, so that the trace says why even when that fails too.
+    crate::trace::record_exception(&span, kind, &error);
+    let outcome = match services
         .store
         .fail(
             slot,
@@ -97,7 +105,15 @@ pub async fn finish_block(
             now_ms(),
             &services.settings.retry_delays_ms,
         )
-        .await?;
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(store_error) => {
+            // Neither committed nor failed: the lease stays and the block comes back.
+            span.record("outcome", "lease_kept");
+            return Err(store_error);
+        }
+    };
     match &outcome {
         FailOutcome::Retry { attempt, .. } | FailOutcome::Dead { attempts: attempt } => {
             span.record("attempt", attempt);
@@ -211,7 +227,8 @@ pub async fn work_batch(
 }
 
 /// Blocks `from..to` of a batch, committed as they arrive. The range request is its own trace,
-/// linked from each block's.
+/// linked from each block's; each block's own fetch and decoding go into the block's trace, so
+/// its root is opened before the range is asked for and covers the wait for it.
 async fn work_run(
     services: &Services,
     slot: &str,
@@ -227,9 +244,19 @@ async fn work_run(
         .get(&from)
         .copied()
         .map_or(Lane::Backlog, Lane::from);
+    let mut roots: BlockSpans = (from..to)
+        .filter_map(|number| {
+            let path = path_of.get(&number).copied()?;
+            let span = block_span(services, slot, path, number);
+            span.follows_from(&range_span);
+            Some((number, span))
+        })
+        .collect();
+    // The chain holds a handle on each root only while it works on that block, and the commit
+    // below takes the other one, so every root ends when its block does, not with the run.
     let fetch = services
         .chain
-        .blocks_into(from, to, lane, sink)
+        .blocks_into(from, to, lane, sink, roots.clone())
         .instrument(range_span.clone());
     let mut seen = std::collections::HashSet::new();
     let commit = async {
@@ -240,8 +267,9 @@ async fn work_run(
                 continue;
             };
             seen.insert(number);
-            let span = block_span(services, slot, path, number);
-            span.follows_from(&range_span);
+            let span = roots
+                .remove(&number)
+                .unwrap_or_else(|| block_span(services, slot, path, number));
             finish_block(services, slot, path, number, result)
                 .instrument(span)
                 .await?;
@@ -263,8 +291,11 @@ async fn work_run(
             what: format!("block {number}"),
             detail: "missing from the range answer".into(),
         });
+        let span = roots
+            .remove(&number)
+            .unwrap_or_else(|| block_span(services, slot, path, number));
         finish_block(services, slot, path, number, missing)
-            .instrument(block_span(services, slot, path, number))
+            .instrument(span)
             .await?;
         finished += 1;
     }

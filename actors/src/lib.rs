@@ -21,6 +21,7 @@
 //! - [`sync_rule`], [`retry`], [`poll_schedule`] — the pure rules (sync table, retry schedule,
 //!   when to poll the head)
 //! - [`model`], [`chain`], [`store`] — the data and the two traits
+//! - [`trace`] — how a span records a failure (status, error attributes, exception event)
 pub mod chain;
 #[cfg(test)]
 mod fakes;
@@ -38,5 +39,6 @@ pub mod supervisor;
 pub mod sync_coordinator;
 pub mod sync_rule;
 pub mod tip_watcher;
+pub mod trace;
 #[cfg(test)]
 mod tree_tests;

@@ -109,6 +109,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// A short, stable label, as [`crate::chain::ChainError::kind`] is for the chain.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "store_unavailable",
+            StoreError::Protocol(_) => "store_protocol",
+            StoreError::Conflict { .. } => "store_conflict",
+        }
+    }
+}
+
 /// Dead-letter record of one block.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {

@@ -73,7 +73,11 @@ impl Actor for StreamPublisher {
                     "commit",
                     block = block.header.number,
                     events = block.events.len(),
-                    path = path.as_str()
+                    path = path.as_str(),
+                    "otel.status_code" = tracing::field::Empty,
+                    "otel.status_description" = tracing::field::Empty,
+                    "error.type" = tracing::field::Empty,
+                    "error.message" = tracing::field::Empty,
                 );
                 let services = self.services.clone();
                 state.commits.spawn(
@@ -122,6 +126,11 @@ async fn commit(
             "Block was already committed, nothing written"
         ),
         Err(error) => {
+            crate::trace::record_failure(
+                &tracing::Span::current(),
+                error.kind(),
+                &error.to_string(),
+            );
             tracing::warn!(block = block.header.number, %error, "Commit failed")
         }
     }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 
-use actors::chain::{BlockSink, Chain, ChainError, Lane};
+use actors::chain::{BlockSink, BlockSpans, Chain, ChainError, Lane};
 use actors::model::{Block, BlockHeader};
 use async_trait::async_trait;
 use serde_json::json;
@@ -576,8 +576,15 @@ impl TronClient {
         }
     }
 
-    /// The events of a body, with its transaction infos.
-    async fn complete(&self, block: RawBlock, lane: Lane) -> Result<Block, ChainError> {
+    /// The events of a body, with its transaction infos. The infos are asked for within the
+    /// block's `fetch` span, which ends there; decoding is a `decode` span beside it.
+    async fn complete(
+        &self,
+        block: RawBlock,
+        lane: Lane,
+        mut fetch: tracing::Span,
+        body: BodySource,
+    ) -> Result<Block, ChainError> {
         let number = block.number();
         let mut asked = 0;
         loop {
@@ -588,12 +595,22 @@ impl TronClient {
                     &json!({ "num": number }),
                     lane,
                 )
-                .await?;
-            let result = tracing::info_span!("decode", block = number)
-                .in_scope(|| self.counted(decode::decode_raw_block(&block, &infos)));
+                .instrument(fetch.clone())
+                .await;
+            let infos = failed_in(&fetch, infos)?;
+            // The last handle: the fetch ends before decoding starts.
+            drop(fetch);
+            let decode = decode_span(number);
+            let result = decode.in_scope(|| {
+                failed_in(
+                    &decode,
+                    self.counted(decode::decode_raw_block(&block, &infos)),
+                )
+            });
             match result {
                 Err(ChainError::NodeNotSynced { .. }) if asked == 1 => {
                     tracing::debug!(number, "no transaction infos: asking again");
+                    fetch = fetch_span(number, body);
                 }
                 other => return other,
             }
@@ -624,21 +641,36 @@ impl TronClient {
 
     /// Blocks `[from, to)`, one range at a time so that no more than one range of bodies is
     /// held in memory, each block sent to `sink` as soon as it is complete.
-    async fn fetch_blocks(&self, from: u64, to: u64, lane: Lane, sink: &BlockSink) {
+    async fn fetch_blocks(
+        &self,
+        from: u64,
+        to: u64,
+        lane: Lane,
+        sink: &BlockSink,
+        spans: &mut BlockSpans,
+    ) {
         let range_size = self.inner.config.range_size.clamp(1, MAX_RANGE);
         let mut end = to;
         // Highest range first, as the backlog wants.
         while end > from {
             let start = end.saturating_sub(range_size).max(from);
-            if !self.fetch_chunk(start, end, lane, sink).await {
+            if !self.fetch_chunk(start, end, lane, sink, spans).await {
                 return;
             }
             end = start;
         }
     }
 
-    /// Returns false when the receiver hung up.
-    async fn fetch_chunk(&self, start: u64, end: u64, lane: Lane, sink: &BlockSink) -> bool {
+    /// Returns false when the receiver hung up. Each block's work runs in its span from `spans`
+    /// (taken out, so that it ends once the block is sent), else in the current span.
+    async fn fetch_chunk(
+        &self,
+        start: u64,
+        end: u64,
+        lane: Lane,
+        sink: &BlockSink,
+        spans: &mut BlockSpans,
+    ) -> bool {
         // `None`: no range fetch, every body is fetched on its own.
         let mut bodies = if self.inner.config.use_range_fetch {
             Some(self.fetch_range(start, end, lane).await)
@@ -676,8 +708,14 @@ impl TronClient {
                     // Never fails: the semaphore is never closed.
                     let _permit = permits.acquire_owned().await;
                     let result = match body {
-                        Some(Ok(block)) => client.complete(block, lane).await,
-                        Some(Err(error)) => Err(error),
+                        Some(Ok(block)) => {
+                            let fetch = fetch_span(number, BodySource::Range);
+                            client.complete(block, lane, fetch, BodySource::Range).await
+                        }
+                        Some(Err(error)) => {
+                            let fetch = fetch_span(number, BodySource::Range);
+                            failed_in(&fetch, Err(error))
+                        }
                         None => client.block(number, lane).await,
                     };
                     // Sent while holding the permit: a slow receiver slows the fetching down
@@ -685,7 +723,7 @@ impl TronClient {
                     let sent = sink.send((number, result)).await.is_ok();
                     (number, sent)
                 }
-                .in_current_span(),
+                .instrument(spans.remove(&number).unwrap_or_else(tracing::Span::current)),
             );
         }
         let mut reported = std::collections::BTreeSet::new();
@@ -733,16 +771,84 @@ impl Chain for TronClient {
     }
 
     async fn block(&self, number: u64, lane: Lane) -> Result<Block, ChainError> {
-        let body = match self.take_cached_head(number) {
-            Some(block) => block,
-            None => self.fetch_body(number, lane).await?,
-        };
-        self.complete(body, lane).await
+        if let Some(body) = self.take_cached_head(number) {
+            let fetch = fetch_span(number, BodySource::Head);
+            return self.complete(body, lane, fetch, BodySource::Head).await;
+        }
+        let fetch = fetch_span(number, BodySource::Node);
+        let body = self
+            .fetch_body(number, lane)
+            .instrument(fetch.clone())
+            .await;
+        let body = failed_in(&fetch, body)?;
+        self.complete(body, lane, fetch, BodySource::Node).await
     }
 
-    async fn blocks_into(&self, from: u64, to: u64, lane: Lane, sink: BlockSink) {
-        self.fetch_blocks(from, to, lane, &sink).await
+    async fn blocks_into(
+        &self,
+        from: u64,
+        to: u64,
+        lane: Lane,
+        sink: BlockSink,
+        mut spans: BlockSpans,
+    ) {
+        self.fetch_blocks(from, to, lane, &sink, &mut spans).await
     }
+}
+
+/// Where the body in a block's `fetch` span came from.
+#[derive(Clone, Copy, Debug)]
+enum BodySource {
+    /// Asked for alone (`getblockbynum`), within the span.
+    Node,
+    /// In a range answer (`getblockbylimitnext`), the linked `node.get_blocks` trace.
+    Range,
+    /// The head poll's answer, reused.
+    Head,
+}
+
+impl BodySource {
+    fn as_str(self) -> &'static str {
+        match self {
+            BodySource::Node => "node",
+            BodySource::Range => "range",
+            BodySource::Head => "head",
+        }
+    }
+}
+
+/// A block's `fetch` span, a child of the current span (the block's root span when the actors
+/// ask). Its fields include those `actors::trace` records a failure with.
+fn fetch_span(number: u64, body: BodySource) -> tracing::Span {
+    tracing::info_span!(
+        "fetch",
+        block = number,
+        body = body.as_str(),
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        "error.message" = tracing::field::Empty,
+    )
+}
+
+/// A block's `decode` span, beside its `fetch` span.
+fn decode_span(number: u64) -> tracing::Span {
+    tracing::info_span!(
+        "decode",
+        block = number,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        "error.message" = tracing::field::Empty,
+    )
+}
+
+/// Marks `span` failed (status Error, error kind and message) when `result` is an error.
+fn failed_in<T>(span: &tracing::Span, result: Result<T, ChainError>) -> Result<T, ChainError> {
+    if let Err(error) = &result {
+        actors::trace::record_failure(span, error.kind(), &error.to_string());
+    }
+    result
 }
 
 /// Bare 5xx answers in a row (from all callers together) before every caller pauses.

@@ -164,6 +164,11 @@ pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_actors::sim::S
     frozen_sim_with_faults(history, txs_per_block, tron_actors::sim::SimFaults::none()).await
 }
 
+/// The head of a `frozen_sim` before it is advanced, known before it starts (to aim faults).
+pub fn frozen_sim_head(history: u64) -> u64 {
+    tron_actors::sim::SimParams::default().start_block + history - 1
+}
+
 /// [`frozen_sim`] with faults: the same chain (same blocks, same hashes) served badly.
 pub async fn frozen_sim_with_faults(
     history: u64,
