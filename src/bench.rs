@@ -655,7 +655,7 @@ async fn commit_alone(
     let store = RedisStore::new(&RedisStoreConfig {
         url: redis_url.to_string(),
         prefix: CEILING_PREFIX.to_string(),
-        ..RedisStoreConfig::default()
+        ..crate::config::Config::default().store_config()
     })?;
     let (serial_blocks, parallel_blocks) = blocks.split_at(blocks.len() / 2);
 
@@ -829,7 +829,7 @@ async fn drain_and_follow(
     let store = RedisStore::new(&RedisStoreConfig {
         url: redis_url.to_string(),
         prefix: BENCH_PREFIX.to_string(),
-        ..RedisStoreConfig::default()
+        ..crate::config::Config::default().store_config()
     })?;
     let mut conn = connect(redis_url).await?;
     let memory_before = used_memory(&mut conn).await?;
@@ -1018,7 +1018,7 @@ async fn naive(
         url: sim.url(),
         rate_limit_rps: 0.0,
         use_range_fetch: false,
-        ..TronClientConfig::default()
+        ..crate::config::Config::default().client_config()
     })
     .map_err(|e| BenchError::Client(e.to_string()))?;
     let keys = Keys::new(NAIVE_PREFIX);

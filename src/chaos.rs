@@ -392,7 +392,7 @@ impl Harness {
         let store = RedisStore::new(&RedisStoreConfig {
             url: redis.url(),
             prefix: PREFIX.to_string(),
-            ..RedisStoreConfig::default()
+            ..crate::config::Config::default().store_config()
         })?;
         let from = sim.chain().params().start_block;
         let env = daemon_env(&options, &sim.url(), &redis.url(), from);
@@ -661,7 +661,8 @@ impl Harness {
         let client = TronClient::new(TronClientConfig {
             url: twin.url(),
             rate_limit_rps: 0.0,
-            ..TronClientConfig::default()
+            range_size: crate::tron::client::MAX_RANGE,
+            ..crate::config::Config::default().client_config()
         })
         .map_err(|e| ChaosError::Client(e.to_string()))?;
         eprintln!(

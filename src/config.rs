@@ -1,11 +1,16 @@
 //! Configuration, from one figment: `config/default.toml` (compiled in), then the file given
 //! with `--config`, then environment variables `TRON_ACTORS_<SECTION>__<KEY>` (later wins).
-//! Unknown keys are errors (a typo must not be ignored), and `validate` reports every problem
-//! at once, each naming its key and the fix.
+//! Unknown keys are errors (a typo must not be ignored), and every problem is reported at once,
+//! each naming its key and the fix.
+//!
+//! `config/default.toml` is the one source of defaults: the structs here have none of their own
+//! (every key must come from it), [`Config::default`] is that file parsed, and the node client's,
+//! the store's and the actor tree's settings are built from a `Config` only.
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -112,6 +117,129 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// `log.format`: how log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON lines otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_string(deserializer, "auto, json or text", |text| match text {
+            "auto" => Some(LogFormat::Auto),
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        })
+    }
+}
+
+/// `log.level`: a level (`info`), or a tracing filter that starts from one and adds targets
+/// (`info,actors=debug`); `RUST_LOG` overrides it. Checked at load: a bare word must be a
+/// level, so a misspelt one (`inof`) is refused instead of silencing every log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLevel(String);
+
+impl LogLevel {
+    fn parse(text: &str) -> Option<LogLevel> {
+        use tracing_subscriber::filter::{Directive, LevelFilter};
+        let mut directives = text.split(',').map(str::trim).filter(|d| !d.is_empty());
+        let valid = directives.clone().next().is_some()
+            && directives.all(|directive| {
+                let targets_something = directive.contains(['=', '[']);
+                directive.parse::<Directive>().is_ok()
+                    && (targets_something || directive.parse::<LevelFilter>().is_ok())
+            });
+        valid.then(|| LogLevel(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<tracing::Level> for LogLevel {
+    fn from(level: tracing::Level) -> Self {
+        LogLevel(level.as_str().to_ascii_lowercase())
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_string(
+            deserializer,
+            "a level (off, error, warn, info, debug or trace), optionally followed by \
+             target=level filters such as info,actors=debug",
+            LogLevel::parse,
+        )
+    }
+}
+
+/// `otel.protocol`: how traces are sent to the OTLP endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// The protocol by its OTLP name, as in `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn from_name(name: &str) -> Option<OtlpProtocol> {
+        match name {
+            "grpc" => Some(OtlpProtocol::Grpc),
+            "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
+            _ => None,
+        }
+    }
+}
+
+/// `otel.protocol`; empty = `None` (OTEL_EXPORTER_OTLP_PROTOCOL decides).
+fn otlp_protocol<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<OtlpProtocol>, D::Error> {
+    parse_string(
+        deserializer,
+        "grpc or http/protobuf (or empty for OTEL_EXPORTER_OTLP_PROTOCOL)",
+        |text| match text {
+            "" => Some(None),
+            name => OtlpProtocol::from_name(name).map(Some),
+        },
+    )
+}
+
+/// `metrics.listen`; empty = `None` (no server).
+fn listen_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    parse_string(
+        deserializer,
+        "an address like 0.0.0.0:9464, or empty for no server",
+        |text| match text {
+            "" => Some(None),
+            address => address.parse().ok().map(Some),
+        },
+    )
+}
+
+/// A value written as a string, read by `parse`; one it refuses is an error naming the key's
+/// allowed values (`expected`), worded by [`describe_figment_error`] as `key = "value": must be
+/// <expected>`.
+fn parse_string<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    expected: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse(&text).ok_or_else(|| {
+        serde::de::Error::invalid_value(serde::de::Unexpected::Str(&text), &expected)
+    })
+}
+
+/// Every key of `config/default.toml`; no field has a default of its own, that file is the one
+/// source (see the module docs).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -134,15 +262,18 @@ pub struct Config {
 pub struct OtelConfig {
     /// OTLP endpoint, e.g. http://127.0.0.1:4317 (gRPC) or http://127.0.0.1:4318 (HTTP).
     pub endpoint: String,
-    /// `grpc` or `http/protobuf`.
-    pub protocol: String,
+    /// `grpc` or `http/protobuf`; empty (`None`, the default) = OTEL_EXPORTER_OTLP_PROTOCOL, else gRPC.
+    #[serde(deserialize_with = "otlp_protocol")]
+    pub protocol: Option<OtlpProtocol>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Address of the HTTP server for /metrics, /healthz and /readyz; empty = no server.
-    pub listen: String,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz (default 0.0.0.0:9464);
+    /// empty (`None`) = no server.
+    #[serde(deserialize_with = "listen_address")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// Faults for tests and the chaos harness. Never set these in production.
@@ -222,8 +353,10 @@ pub struct ShutdownConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    pub format: String,
-    pub level: String,
+    /// Default `auto`.
+    pub format: LogFormat,
+    /// Default `info`.
+    pub level: LogLevel,
     /// While catching up and not on a terminal: a progress line this often (ms); 0 = never.
     pub progress_ms: u64,
 }
@@ -241,7 +374,14 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The figment: defaults, then `file`, then `TRON_ACTORS_<SECTION>__<KEY>` variables.
+    /// The figment every config comes from. Precedence, later wins:
+    ///
+    /// 1. `config/default.toml`, compiled in: every key with its default;
+    /// 2. `file` (`--config`), when given;
+    /// 3. environment variables `TRON_ACTORS_<SECTION>__<KEY>`, e.g. `TRON_ACTORS_SYNC__LEASE_MS`;
+    ///    `TRON_ACTORS_NODE__API_KEY` is taken as the exact string it is, never as a number.
+    ///
+    /// `node.api_key_file` is read after extraction, only when no `node.api_key` is set.
     pub fn figment(file: Option<&Path>) -> Figment {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(file) = file {
@@ -273,12 +413,44 @@ impl Config {
         Self::from_figment(Self::figment(file))
     }
 
-    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let mut config: Config = figment.extract().map_err(|errors| {
-            let problems: Vec<String> = errors.into_iter().map(describe_figment_error).collect();
-            ConfigError::Invalid(problems)
-        })?;
-        config.validate()?;
+    /// Extracts and validates `figment`; every problem is reported at once.
+    pub fn from_figment(mut figment: Figment) -> Result<Config, ConfigError> {
+        // serde stops at the first value it refuses. To name every problem at once, each refused
+        // value is noted and replaced by its default, and the extraction tried again; an
+        // unknown key (or a key without a default) cannot be replaced, and ends the search.
+        let defaults = Figment::from(Toml::string(DEFAULT_TOML));
+        let mut problems = Vec::new();
+        let mut replaced = Vec::new();
+        let mut config: Config = loop {
+            let errors = match figment.extract::<Config>() {
+                Ok(config) => break config,
+                Err(errors) => errors,
+            };
+            let mut retry = false;
+            for error in errors {
+                let key = error.path.join(".");
+                let default = match error.kind {
+                    figment::error::Kind::UnknownField(..) => None,
+                    _ if replaced.contains(&key) => None,
+                    _ => defaults.find_value(&key).ok(),
+                };
+                problems.push(describe_figment_error(error));
+                if let Some(default) = default {
+                    figment = figment.merge(Serialized::default(&key, default));
+                    replaced.push(key);
+                    retry = true;
+                }
+            }
+            if !retry {
+                return Err(ConfigError::Invalid(problems));
+            }
+        };
+        if let Err(ConfigError::Invalid(more)) = config.validate() {
+            problems.extend(more);
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
         if let Some(path) = config.node.api_key_file.clone() {
             if config.node.api_key.is_empty() {
                 let key = std::fs::read_to_string(&path).map_err(|e| ConfigError::ApiKeyFile {
@@ -399,32 +571,10 @@ impl Config {
             "supervisor.restart_max must be at least 1 and supervisor.restart_window_ms at least 1000".into(),
         );
         check(
-            self.metrics.listen.is_empty()
-                || self.metrics.listen.parse::<std::net::SocketAddr>().is_ok(),
-            format!(
-                "metrics.listen = {:?}: must be an address like 0.0.0.0:9464, or empty for no server",
-                self.metrics.listen
-            ),
-        );
-        check(
             !self.redis.prefix.contains(['*', '?', '[', ']']),
             format!(
                 "redis.prefix = {:?}: must not contain * ? [ ] (default \"{{tron}}\")",
                 self.redis.prefix
-            ),
-        );
-        check(
-            ["", "grpc", "http/protobuf"].contains(&self.otel.protocol.as_str()),
-            format!(
-                "otel.protocol = {:?}: must be grpc or http/protobuf (or empty for OTEL_EXPORTER_OTLP_PROTOCOL)",
-                self.otel.protocol
-            ),
-        );
-        check(
-            ["auto", "json", "text"].contains(&self.log.format.as_str()),
-            format!(
-                "log.format = {:?}: must be auto, json or text",
-                self.log.format
             ),
         );
         if problems.is_empty() {
@@ -472,14 +622,20 @@ impl Config {
             penalty: Duration::from_millis(node.penalty_ms),
             max_attempts: node.max_attempts,
             range_size: self.sync.backlog_batch as u64,
-            ..Default::default()
+            // Knobs without a config key: their values live here only.
+            rate_limit_burst: 3,
+            retry_backoff: Duration::from_millis(250),
+            use_range_fetch: true,
+            range_timeout: Duration::from_secs(30),
+            fetch_concurrency: 4,
+            head_cache_ttl: Duration::from_secs(3),
         }
     }
 
     pub fn otel_settings(&self) -> crate::telemetry::OtelSettings {
         crate::telemetry::OtelSettings {
             endpoint: self.otel.endpoint.clone(),
-            protocol: self.otel.protocol.clone(),
+            protocol: self.otel.protocol,
         }
     }
 
@@ -489,8 +645,21 @@ impl Config {
             prefix: self.redis.prefix.clone(),
             stream_key: (!self.stream.key.is_empty()).then(|| self.stream.key.clone()),
             retention: Duration::from_secs(self.stream.retention_hours * 3600),
-            ..Default::default()
+            // Knobs without a config key: their values live here only.
+            response_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
         }
+    }
+}
+
+/// The shipped defaults: `config/default.toml` as compiled in, without a file or the
+/// environment. Where code needs a client, store or tree config without a user's config (tests,
+/// the bench, the chaos harness), it starts from this, so the numbers exist once.
+impl Default for Config {
+    fn default() -> Self {
+        // The embedded file is part of the binary; `the_embedded_defaults_load` tests it.
+        Config::from_figment(Figment::from(Toml::string(DEFAULT_TOML)))
+            .expect("config/default.toml is valid")
     }
 }
 
@@ -542,6 +711,10 @@ fn describe_figment_error(error: figment::Error) -> String {
             renamed(field),
             expected.join(", ")
         ),
+        // What `parse_string` refuses: the same words as the checks of `validate`.
+        figment::error::Kind::InvalidValue(figment::error::Actual::Str(value), expected) => {
+            format!("{key} = {value:?}: must be {expected}{source}")
+        }
         kind => format!("{key}: {kind}{source}"),
     };
     fix
@@ -641,7 +814,7 @@ mod tests {
 
     #[test]
     fn the_stream_key_defaults_to_the_prefix_and_must_share_its_hash_tag() {
-        let config = Config::load(None).expect("the shipped defaults load");
+        let config = Config::default();
         assert_eq!(config.store_config().stream_key, None);
         let keys = crate::store::Keys::with_stream(&config.redis.prefix, None);
         assert_eq!(keys.events(), "{tron}:events");
@@ -715,6 +888,181 @@ mod tests {
             assert!(!message.contains("98765"), "{message}");
             Ok(())
         });
+    }
+
+    /// The configuration loaded with these environment variables set.
+    fn load_with(vars: &[(&str, &str)]) -> Config {
+        let mut config = None;
+        Jail::expect_with(|jail| {
+            for (name, value) in vars {
+                jail.set_env(name, value);
+            }
+            config = Some(Config::load(None).map_err(|e| e.to_string())?);
+            Ok(())
+        });
+        config.expect("the jail returned a config")
+    }
+
+    #[test]
+    fn log_format_is_one_of_three_names() {
+        assert_eq!(Config::default().log.format, LogFormat::Auto);
+        for (name, format) in [
+            ("auto", LogFormat::Auto),
+            ("text", LogFormat::Text),
+            ("json", LogFormat::Json),
+        ] {
+            let config = load_with(&[("TRON_ACTORS_LOG__FORMAT", name)]);
+            assert_eq!(config.log.format, format);
+        }
+        assert_eq!(
+            load_error_with(&[("TRON_ACTORS_LOG__FORMAT", "xml")]),
+            "invalid config:\n  - log.format = \"xml\": must be auto, json or text (from \
+             `TRON_ACTORS_` environment variable(s))"
+        );
+    }
+
+    #[test]
+    fn log_level_is_a_level_or_a_filter_starting_from_one() {
+        assert_eq!(Config::default().log.level.as_str(), "info");
+        for level in [
+            "trace",
+            "debug",
+            "warn",
+            "error",
+            "off",
+            "info,actors=debug",
+            "warn,tron_actors::tron=trace",
+            "tron_actors=debug",
+        ] {
+            let config = load_with(&[("TRON_ACTORS_LOG__LEVEL", level)]);
+            assert_eq!(config.log.level.as_str(), level);
+        }
+        for level in ["inof", "info,actors=loud", ""] {
+            assert_eq!(
+                load_error_with(&[("TRON_ACTORS_LOG__LEVEL", level)]),
+                format!(
+                    "invalid config:\n  - log.level = {level:?}: must be a level (off, error, \
+                     warn, info, debug or trace), optionally followed by target=level filters \
+                     such as info,actors=debug (from `TRON_ACTORS_` environment variable(s))"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn otel_protocol_is_grpc_or_http_protobuf_or_unset() {
+        assert_eq!(Config::default().otel.protocol, None);
+        for (name, protocol) in [
+            ("grpc", Some(OtlpProtocol::Grpc)),
+            ("http/protobuf", Some(OtlpProtocol::HttpProtobuf)),
+            ("", None),
+        ] {
+            let config = load_with(&[("TRON_ACTORS_OTEL__PROTOCOL", name)]);
+            assert_eq!(config.otel.protocol, protocol);
+            assert_eq!(config.otel_settings().protocol, protocol);
+        }
+        assert_eq!(
+            load_error_with(&[("TRON_ACTORS_OTEL__PROTOCOL", "http/json")]),
+            "invalid config:\n  - otel.protocol = \"http/json\": must be grpc or http/protobuf \
+             (or empty for OTEL_EXPORTER_OTLP_PROTOCOL) (from `TRON_ACTORS_` environment \
+             variable(s))"
+        );
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_and_empty_means_no_server() {
+        assert_eq!(
+            Config::default().metrics.listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 9464)))
+        );
+        let config = load_with(&[("TRON_ACTORS_METRICS__LISTEN", "")]);
+        assert_eq!(config.metrics.listen, None);
+        let config = load_with(&[("TRON_ACTORS_METRICS__LISTEN", "[::1]:9000")]);
+        assert_eq!(config.metrics.listen, "[::1]:9000".parse().ok());
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[metrics]\nlisten = \"\"\n")?;
+            let config = Config::load(Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.metrics.listen, None);
+            Ok(())
+        });
+        assert_eq!(
+            load_error_with(&[("TRON_ACTORS_METRICS__LISTEN", "localhost:9464")]),
+            "invalid config:\n  - metrics.listen = \"localhost:9464\": must be an address like \
+             0.0.0.0:9464, or empty for no server (from `TRON_ACTORS_` environment variable(s))"
+        );
+    }
+
+    #[test]
+    fn refused_values_and_failed_checks_are_reported_together() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[log]\nformat = \"xml\"\n")?;
+            jail.set_env("TRON_ACTORS_OTEL__PROTOCOL", "http");
+            jail.set_env("TRON_ACTORS_SYNC__LEASE_MS", "soon");
+            jail.set_env("TRON_ACTORS_NODE__URL", "localhost:8090");
+            let message = Config::load(Some(Path::new("c.toml")))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            let problems: Vec<&str> = message.lines().skip(1).collect();
+            assert_eq!(problems.len(), 4, "{message}");
+            for key in [
+                "log.format = \"xml\"",
+                "otel.protocol = \"http\"",
+                "sync.lease_ms",
+                "node.url",
+            ] {
+                assert!(message.contains(key), "{key} missing from: {message}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_embedded_defaults_load() {
+        Jail::expect_with(|_| {
+            let loaded = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(format!("{:?}", Config::default()), format!("{loaded:?}"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn client_store_and_tree_settings_come_from_the_toml() {
+        let config = Config::default();
+        let client = config.client_config();
+        assert_eq!(client.url, "http://127.0.0.1:8090");
+        assert_eq!(client.api_key, None);
+        assert_eq!(client.timeout, Duration::from_millis(10_000));
+        // Once 10 in the client's own default against 0 in the TOML: the TOML is the source.
+        assert_eq!(client.rate_limit_rps, 0.0);
+        assert_eq!(client.penalty, Duration::from_millis(30_000));
+        assert_eq!(client.max_attempts, 3);
+        assert_eq!(client.range_size, 30);
+
+        let store = config.store_config();
+        assert_eq!(store.url, "redis://127.0.0.1:6379");
+        assert_eq!(store.prefix, "{tron}");
+        assert_eq!(store.stream_key, None);
+        assert_eq!(store.retention, Duration::from_secs(168 * 3600));
+
+        let settings = config.settings();
+        assert_eq!(settings.limits.priority_max_gap, 20);
+        assert_eq!(settings.limits.backlog_max, 201_600);
+        assert_eq!(settings.start_block, None);
+        assert_eq!(settings.backlog_workers, 13);
+        assert_eq!(settings.lease, Duration::from_millis(60_000));
+        assert_eq!(settings.heartbeat, Duration::from_millis(20_000));
+        assert_eq!(settings.backlog_batch, 30);
+        assert_eq!(settings.priority_batch, 4);
+        assert_eq!(settings.idle, Duration::from_millis(500));
+        assert_eq!(settings.block_interval, Duration::from_millis(3000));
+        assert_eq!(settings.poll_min, Duration::from_millis(250));
+        assert_eq!(settings.poll_max, Duration::from_millis(3000));
+        assert_eq!(settings.maintain_every, Duration::from_millis(1000));
+        assert_eq!(settings.retry_delays_ms, actors::retry::delays_ms(1.0));
+        assert_eq!(settings.restart_max, 20);
+        assert_eq!(settings.restart_window, Duration::from_millis(60_000));
+        assert_eq!(settings.shutdown_grace, Duration::from_millis(10_000));
     }
 
     #[test]

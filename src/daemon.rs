@@ -78,16 +78,16 @@ impl DaemonHandle {
             span_hook: Some(crate::telemetry::record_trace_id),
         };
         let tree_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ops = if config.metrics.listen.is_empty() {
-            None
-        } else {
+        let ops = if let Some(listen) = config.metrics.listen {
             let state = crate::ops_server::OpsState {
                 store: store.clone(),
                 stats: stats.clone(),
                 tree_running: tree_running.clone(),
                 extra_metrics,
             };
-            Some(crate::ops_server::start(&config.metrics.listen, state).await?)
+            Some(crate::ops_server::start(listen, state).await?)
+        } else {
+            None
         };
         let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor { services }, ())
             .await

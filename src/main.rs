@@ -292,7 +292,7 @@ pub(crate) fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
 /// Logs, and traces when an OTLP endpoint is configured.
 fn init_telemetry(config: &Config) -> Result<tron_actors::telemetry::Telemetry, ExitCode> {
     tron_actors::telemetry::init(
-        &config.log.format,
+        config.log.format,
         &config.log.level,
         &config.otel_settings(),
     )
@@ -382,7 +382,7 @@ async fn follow(
     let progress = tron_actors::progress::spawn(
         daemon.store.clone(),
         daemon.stats.clone(),
-        tron_actors::progress::Mode::choose(&config.log.format, config.log.progress_ms),
+        tron_actors::progress::Mode::choose(config.log.format, config.log.progress_ms),
     );
     tokio::select! {
         _ = stop => {
@@ -407,7 +407,7 @@ async fn follow(
 }
 
 async fn sim(args: SimArgs) -> ExitCode {
-    tron_actors::telemetry::init_logs("auto", "info");
+    tron_actors::telemetry::init_logs(tron_actors::config::LogFormat::Auto, tracing::Level::INFO);
     match tron_actors::sim::serve_until(
         args.to_params(),
         args.faults.to_faults(),

@@ -43,7 +43,10 @@ impl Drop for OpsServer {
     }
 }
 
-pub async fn start(listen: &str, state: OpsState) -> Result<OpsServer, OpsServerError> {
+pub async fn start(
+    listen: std::net::SocketAddr,
+    state: OpsState,
+) -> Result<OpsServer, OpsServerError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| OpsServerError {

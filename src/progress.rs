@@ -43,10 +43,10 @@ pub enum Mode {
 impl Mode {
     /// A bar when stderr is a terminal and logs are human-readable, else log lines every
     /// `every_ms` (0 = never).
-    pub fn choose(log_format: &str, every_ms: u64) -> Mode {
+    pub fn choose(log_format: crate::config::LogFormat, every_ms: u64) -> Mode {
         use std::io::IsTerminal;
         let terminal = std::io::stderr().is_terminal();
-        if terminal && log_format != "json" {
+        if terminal && log_format != crate::config::LogFormat::Json {
             Mode::Bar
         } else if every_ms == 0 {
             Mode::Off

@@ -25,11 +25,14 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Where traces go; empty fields fall back to the standard `OTEL_*` variables.
+use crate::config::{LogFormat, LogLevel, OtlpProtocol};
+
+/// Where traces go; an empty endpoint and an unset protocol fall back to the standard `OTEL_*`
+/// variables.
 #[derive(Clone, Debug, Default)]
 pub struct OtelSettings {
     pub endpoint: String,
-    pub protocol: String,
+    pub protocol: Option<OtlpProtocol>,
 }
 
 /// Counts of the span pipeline, for /metrics.
@@ -115,14 +118,24 @@ fn tracer_provider(
     if endpoint.is_empty() {
         return Ok(None);
     }
-    let protocol = env_or(&otel.protocol, "OTEL_EXPORTER_OTLP_PROTOCOL");
-    let exporter = match protocol.as_str() {
-        "" | "grpc" => opentelemetry_otlp::SpanExporter::builder()
+    let protocol = match otel.protocol {
+        Some(protocol) => protocol,
+        None => match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "" => OtlpProtocol::Grpc,
+            name => OtlpProtocol::from_name(name)
+                .ok_or_else(|| TelemetryError::Protocol(name.to_string()))?,
+        },
+    };
+    let exporter = match protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
             .with_timeout(Duration::from_secs(5))
             .build(),
-        "http/protobuf" => {
+        OtlpProtocol::HttpProtobuf => {
             let base = endpoint.trim_end_matches('/');
             let url = if base.ends_with("/v1/traces") {
                 base.to_string()
@@ -141,7 +154,6 @@ fn tracer_provider(
             .join()
             .map_err(|_| TelemetryError::Exporter("the exporter builder panicked".into()))?
         }
-        other => return Err(TelemetryError::Protocol(other.to_string())),
     }
     .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     let exporter = CountingExporter {
@@ -172,17 +184,22 @@ fn tracer_provider(
 
 /// Installs logs (and traces when an endpoint is known). Later calls are ignored (tests start
 /// many daemons in one process); they get a `Telemetry` without a provider.
-pub fn init(format: &str, level: &str, otel: &OtelSettings) -> Result<Telemetry, TelemetryError> {
+pub fn init(
+    format: LogFormat,
+    level: &LogLevel,
+    otel: &OtelSettings,
+) -> Result<Telemetry, TelemetryError> {
     let stats = Arc::new(TraceStats::default());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},ractor=warn,hyper=warn,reqwest=warn,h2=warn,tonic=warn,opentelemetry_sdk=warn"
+            "{},ractor=warn,hyper=warn,reqwest=warn,h2=warn,tonic=warn,opentelemetry_sdk=warn",
+            level.as_str()
         ))
     });
     let json = match format {
-        "json" => true,
-        "text" => false,
-        _ => !std::io::stderr().is_terminal(),
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let fmt_layer = if json {
         tracing_subscriber::fmt::layer()
@@ -256,8 +273,8 @@ impl std::io::Write for ClearBarWriter {
 }
 
 /// Logs only (for commands that export nothing).
-pub fn init_logs(format: &str, level: &str) {
-    let _ = init(format, level, &OtelSettings::default());
+pub fn init_logs(format: LogFormat, level: tracing::Level) {
+    let _ = init(format, &LogLevel::from(level), &OtelSettings::default());
 }
 
 /// Records the current trace id on a block span, so log lines inside it lead to the trace.

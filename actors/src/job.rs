@@ -317,7 +317,7 @@ mod tests {
         let services = Services {
             chain: Arc::new(chain),
             store,
-            settings: Arc::new(crate::settings::Settings::default()),
+            settings: Arc::new(crate::settings::Settings::for_tests()),
             directory: Directory::default(),
             stopping,
             hooks: Arc::new(FaultHooks::default()),

@@ -1,5 +1,5 @@
-//! Knobs of the actor tree. Defaults are the production values of DESIGN.md; the binary fills
-//! them from its config.
+//! Knobs of the actor tree. They have no defaults here: the binary fills them from its config
+//! (`config/default.toml` is the one source of the numbers), tests from `Settings::for_tests`.
 
 use crate::sync_rule::GapLimits;
 use std::time::Duration;
@@ -38,10 +38,17 @@ pub struct Settings {
     pub shutdown_grace: Duration,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
+#[cfg(test)]
+impl Settings {
+    /// Values for the crate's own tests: DESIGN.md's production numbers, written here because
+    /// this crate cannot read the daemon's config. The daemon never uses them: it builds its
+    /// settings from `config/default.toml` (`Config::settings` in the root crate).
+    pub(crate) fn for_tests() -> Self {
         Settings {
-            limits: GapLimits::default(),
+            limits: GapLimits {
+                priority_max_gap: 20,
+                backlog_max: 201_600,
+            },
             start_block: None,
             backlog_workers: 13,
             lease: Duration::from_secs(60),

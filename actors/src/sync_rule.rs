@@ -9,15 +9,6 @@ pub struct GapLimits {
     pub backlog_max: u64,
 }
 
-impl Default for GapLimits {
-    fn default() -> Self {
-        GapLimits {
-            priority_max_gap: 20,
-            backlog_max: 201_600,
-        }
-    }
-}
-
 /// The coordinator's decision for a head `H` given last_synced_block `L`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TipDecision {
@@ -88,7 +79,7 @@ mod tests {
     use super::*;
 
     fn d(last: Option<u64>, head: u64) -> TipDecision {
-        decide(last, head, GapLimits::default())
+        decide(last, head, crate::settings::Settings::for_tests().limits)
     }
 
     #[test]

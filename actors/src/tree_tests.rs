@@ -33,7 +33,7 @@ fn settings() -> Settings {
         heartbeat: Duration::from_secs(10),
         restart_max: 5,
         restart_window: Duration::from_secs(10),
-        ..Settings::default()
+        ..Settings::for_tests()
     }
 }
 

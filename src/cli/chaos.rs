@@ -55,7 +55,7 @@ pub(crate) struct ChaosArgs {
 }
 
 pub(crate) async fn run(args: ChaosArgs) -> ExitCode {
-    tron_actors::telemetry::init_logs("auto", "warn");
+    tron_actors::telemetry::init_logs(tron_actors::config::LogFormat::Auto, tracing::Level::WARN);
     let daemon_exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(error) => {

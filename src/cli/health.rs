@@ -22,8 +22,8 @@ pub(crate) struct HealthArgs {
 
 /// The URL of the daemon's own endpoint, from `metrics.listen`: a wildcard address is asked on
 /// loopback, as the check runs on the same host (or in the same container).
-pub(crate) fn local_url(listen: &str, path: &str) -> Option<String> {
-    let addr: SocketAddr = listen.parse().ok()?;
+pub(crate) fn local_url(listen: Option<SocketAddr>, path: &str) -> Option<String> {
+    let addr = listen?;
     let host = match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
@@ -42,12 +42,11 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: HealthArgs) -> ExitC
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            match local_url(&config.metrics.listen, path) {
+            match local_url(config.metrics.listen, path) {
                 Some(url) => url,
                 None => {
                     eprintln!(
-                        "error: metrics.listen = {:?}: no operations server to ask (set it, e.g. 0.0.0.0:9464, or give --url)",
-                        config.metrics.listen
+                        "error: metrics.listen = \"\": no operations server to ask (set it, e.g. 0.0.0.0:9464, or give --url)"
                     );
                     return ExitCode::from(EXIT_CONFIG);
                 }
@@ -92,17 +91,17 @@ mod tests {
     #[test]
     fn wildcard_addresses_are_asked_on_loopback() {
         assert_eq!(
-            local_url("0.0.0.0:9464", "/healthz").as_deref(),
+            local_url("0.0.0.0:9464".parse().ok(), "/healthz").as_deref(),
             Some("http://127.0.0.1:9464/healthz")
         );
         assert_eq!(
-            local_url("[::]:9464", "/readyz").as_deref(),
+            local_url("[::]:9464".parse().ok(), "/readyz").as_deref(),
             Some("http://[::1]:9464/readyz")
         );
         assert_eq!(
-            local_url("10.0.0.5:80", "/healthz").as_deref(),
+            local_url("10.0.0.5:80".parse().ok(), "/healthz").as_deref(),
             Some("http://10.0.0.5:80/healthz")
         );
-        assert_eq!(local_url("", "/healthz"), None);
+        assert_eq!(local_url(None, "/healthz"), None);
     }
 }

@@ -33,7 +33,7 @@ pub(crate) async fn dry_run(config_file: Option<PathBuf>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    tron_actors::telemetry::init_logs(&config.log.format, "error");
+    tron_actors::telemetry::init_logs(config.log.format, tracing::Level::ERROR);
     let store = match store_for(&config) {
         Ok(store) => store,
         Err(code) => return code,
@@ -108,7 +108,7 @@ fn describe_config(config: &Config) -> String {
     ));
     out.push_str(&format!(
         "  metrics   {}\n",
-        super::health::local_url(&config.metrics.listen, "/metrics")
+        super::health::local_url(config.metrics.listen, "/metrics")
             .map_or_else(|| "off".into(), |url| format!("{url}, /healthz, /readyz"))
     ));
     let otel = config.otel_settings();

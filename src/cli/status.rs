@@ -85,7 +85,7 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> ExitC
         Ok(config) => config,
         Err(code) => return code,
     };
-    tron_actors::telemetry::init_logs(&config.log.format, "error");
+    tron_actors::telemetry::init_logs(config.log.format, tracing::Level::ERROR);
     let store = match store_for(&config) {
         Ok(store) => store,
         Err(code) => return code,

@@ -13,7 +13,7 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: VerifyArgs) -> ExitC
         Ok(config) => config,
         Err(code) => return code,
     };
-    tron_actors::telemetry::init_logs(&config.log.format, "warn");
+    tron_actors::telemetry::init_logs(config.log.format, tracing::Level::WARN);
     let store = match store_for(&config) {
         Ok(store) => store,
         Err(code) => return code,

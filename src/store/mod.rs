@@ -101,7 +101,9 @@ impl Keys {
     }
 }
 
-/// Settings of the Redis store.
+/// Settings of the Redis store, built by `Config::store_config` (from `[redis]` and `[stream]`;
+/// the timeouts without a config key are fixed there): there is no `Default`, so the numbers
+/// exist once. Code without a user's config starts from `Config::default().store_config()`.
 #[derive(Clone, Debug)]
 pub struct RedisStoreConfig {
     pub url: String,
@@ -113,19 +115,6 @@ pub struct RedisStoreConfig {
     /// A command that takes longer fails (and is retried by the caller).
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
-}
-
-impl Default for RedisStoreConfig {
-    fn default() -> Self {
-        RedisStoreConfig {
-            url: "redis://127.0.0.1:6379".into(),
-            prefix: "{tron}".into(),
-            stream_key: None,
-            retention: Duration::from_secs(7 * 24 * 3600),
-            response_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(2),
-        }
-    }
 }
 
 /// A point-in-time view of the store.

@@ -35,6 +35,9 @@ pub const MAX_RANGE: u64 = 100;
 /// Range requests (and their parsing) at once, for all workers together.
 const RANGES_AT_ONCE: usize = 2;
 
+/// Built by `Config::client_config` (from `[node]` and `sync.backlog_batch`; the knobs without a
+/// config key are fixed there): there is no `Default`, so the numbers exist once. Code without a
+/// user's config starts from `Config::default().client_config()`.
 #[derive(Clone)]
 pub struct TronClientConfig {
     /// Base URL of the node's HTTP API, e.g. `http://127.0.0.1:8090` or `https://api.trongrid.io`.
@@ -69,26 +72,6 @@ pub struct TronClientConfig {
     pub fetch_concurrency: usize,
     /// How long the body of the last head stays usable for `block(head)`.
     pub head_cache_ttl: Duration,
-}
-
-impl Default for TronClientConfig {
-    fn default() -> Self {
-        TronClientConfig {
-            url: "http://127.0.0.1:8090".to_string(),
-            api_key: None,
-            timeout: Duration::from_secs(10),
-            rate_limit_rps: 10.0,
-            rate_limit_burst: 3,
-            penalty: Duration::from_secs(30),
-            max_attempts: 3,
-            retry_backoff: Duration::from_millis(250),
-            use_range_fetch: true,
-            range_size: MAX_RANGE,
-            range_timeout: Duration::from_secs(30),
-            fetch_concurrency: 4,
-            head_cache_ttl: Duration::from_secs(3),
-        }
-    }
 }
 
 impl fmt::Debug for TronClientConfig {
@@ -945,6 +928,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::config::Config;
     use axum::body::Bytes;
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode, Uri};
@@ -1084,7 +1068,9 @@ mod tests {
             rate_limit_rps: 0.0,
             penalty: Duration::from_millis(200),
             retry_backoff: Duration::from_millis(10),
-            ..TronClientConfig::default()
+            // The tests count range requests of the node's largest range.
+            range_size: MAX_RANGE,
+            ..Config::default().client_config()
         }
     }
 
@@ -1471,7 +1457,7 @@ mod tests {
         let client = TronClient::new(TronClientConfig {
             url,
             retry_backoff: Duration::from_millis(1),
-            ..TronClientConfig::default()
+            ..Config::default().client_config()
         })
         .unwrap();
         assert!(matches!(client.head().await, Err(ChainError::Transport(_))));
@@ -1622,7 +1608,7 @@ mod tests {
     fn bad_config_is_refused_without_showing_the_key() {
         let bad_url = TronClientConfig {
             url: "ftp://node".into(),
-            ..TronClientConfig::default()
+            ..Config::default().client_config()
         };
         assert!(matches!(
             TronClient::new(bad_url),
@@ -1630,7 +1616,7 @@ mod tests {
         ));
         let bad_key = TronClientConfig {
             api_key: Some("line\nbreak".into()),
-            ..TronClientConfig::default()
+            ..Config::default().client_config()
         };
         let error = TronClient::new(bad_key).unwrap_err();
         assert!(!error.to_string().contains("line"));
@@ -1640,7 +1626,7 @@ mod tests {
     fn https_client_builds_with_the_ring_provider() {
         let config = TronClientConfig {
             url: "https://api.trongrid.io".into(),
-            ..TronClientConfig::default()
+            ..Config::default().client_config()
         };
         assert!(TronClient::new(config).is_ok());
     }

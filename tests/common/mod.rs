@@ -34,7 +34,7 @@ impl TestRedis {
     pub fn store(&self) -> RedisStore {
         RedisStore::new(&RedisStoreConfig {
             url: self.url(),
-            ..Default::default()
+            ..tron_actors::config::Config::default().store_config()
         })
         .unwrap()
     }
