@@ -1,8 +1,9 @@
 //! The java-tron HTTP API as a [`Chain`]: one client, cloned to every worker, sharing one rate
 //! limiter, one penalty gate and one set of counters.
 //!
-//! Retries inside the client are for the request only: transport errors, timeouts, 5xx and
-//! rate-limit answers (after the penalty), up to `max_attempts`. What the answer *means* (`{}`,
+//! Retries inside the client are for the request only: the errors
+//! [`ChainError::is_transient`] names (transport errors, timeouts, 5xx and rate-limit answers,
+//! after the penalty), up to `max_attempts`. What the answer *means* (`{}`,
 //! `[]` infos, `{"Error"}`, bad JSON) is the caller's retry schedule's business, with two cheap
 //! exceptions that target TronGrid's load balancer, whose nodes are not always synced:
 //! - `[]` infos for a block with transactions: the infos are asked once more straight away.
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 
-use actors::chain::{BlockSink, BlockSpans, Chain, ChainError, Lane};
+use actors::chain::{BlockSink, BlockSpans, Chain, ChainError, ChainErrorKind, ErrorSource, Lane};
 use actors::model::{Block, BlockHeader};
 use async_trait::async_trait;
 use serde_json::json;
@@ -101,8 +102,8 @@ pub enum ClientBuildError {
     // Deliberately without the key itself.
     #[error("the API key is not a valid HTTP header value")]
     ApiKey,
-    #[error("cannot build the HTTP client: {0}")]
-    Http(String),
+    #[error("cannot build the HTTP client: {}", .0.with_causes())]
+    Http(#[source] ErrorSource),
 }
 
 /// The node endpoints the client uses.
@@ -146,31 +147,6 @@ impl Endpoint {
     }
 }
 
-/// Labels of [`ChainError::kind`], in the order of [`ClientStats`]' error counters.
-pub const ERROR_KINDS: [&str; 8] = [
-    "not_produced",
-    "not_synced",
-    "malformed",
-    "node_error",
-    "rate_limited",
-    "http",
-    "timeout",
-    "transport",
-];
-
-fn error_index(error: &ChainError) -> usize {
-    match error {
-        ChainError::NotProduced(_) => 0,
-        ChainError::NodeNotSynced { .. } => 1,
-        ChainError::Malformed { .. } => 2,
-        ChainError::Node(_) => 3,
-        ChainError::RateLimited { .. } => 4,
-        ChainError::Http { .. } => 5,
-        ChainError::Timeout => 6,
-        ChainError::Transport(_) => 7,
-    }
-}
-
 /// Counters for metrics, shared by all clones of a client.
 ///
 /// `requests` counts every HTTP attempt. `errors` counts every failed attempt (transport,
@@ -179,7 +155,7 @@ fn error_index(error: &ChainError) -> usize {
 #[derive(Debug, Default)]
 pub struct ClientStats {
     requests: [AtomicU64; 4],
-    errors: [AtomicU64; 8],
+    errors: [AtomicU64; ChainErrorKind::ALL.len()],
     retries: AtomicU64,
     penalties: AtomicU64,
     head_cache_hits: AtomicU64,
@@ -217,12 +193,9 @@ impl ClientStats {
             .sum()
     }
 
-    /// Errors of one [`ChainError::kind`] label; 0 for an unknown label.
-    pub fn errors(&self, kind: &str) -> u64 {
-        ERROR_KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .map_or(0, |i| self.errors[i].load(Ordering::Relaxed))
+    /// Errors of one kind.
+    pub fn errors(&self, kind: ChainErrorKind) -> u64 {
+        self.errors[kind as usize].load(Ordering::Relaxed)
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -231,10 +204,9 @@ impl ClientStats {
                 .iter()
                 .map(|e| (e.label(), self.requests(*e)))
                 .collect(),
-            errors: ERROR_KINDS
+            errors: ChainErrorKind::ALL
                 .iter()
-                .zip(&self.errors)
-                .map(|(k, c)| (*k, c.load(Ordering::Relaxed)))
+                .map(|k| (k.as_str(), self.errors(*k)))
                 .collect(),
             retries: self.retries.load(Ordering::Relaxed),
             penalties: self.penalties.load(Ordering::Relaxed),
@@ -245,7 +217,7 @@ impl ClientStats {
     }
 
     fn error(&self, error: &ChainError) {
-        self.errors[error_index(error)].fetch_add(1, Ordering::Relaxed);
+        self.errors[error.error_kind() as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text: requests and latency per endpoint, errors per kind.
@@ -266,10 +238,11 @@ impl ClientStats {
              (timeout, rate_limited = a suspension: 429/403 or TronGrid's notice, http = any other status such as a bare 503, malformed, ...).\n\
              # TYPE tron_actors_node_errors_total counter\n",
         );
-        for (kind, count) in ERROR_KINDS.iter().zip(&self.errors) {
+        for kind in ChainErrorKind::ALL {
             out.push_str(&format!(
-                "tron_actors_node_errors_total{{kind=\"{kind}\"}} {}\n",
-                count.load(Ordering::Relaxed)
+                "tron_actors_node_errors_total{{kind=\"{}\"}} {}\n",
+                kind.as_str(),
+                self.errors(kind)
             ));
         }
         out.push_str(
@@ -353,7 +326,7 @@ impl TronClient {
             .connect_timeout(config.timeout)
             .user_agent(concat!("tron-actors/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ClientBuildError::Http(error_chain(&e)))?;
+            .map_err(|e| ClientBuildError::Http(ErrorSource::new(e)))?;
 
         Ok(TronClient {
             inner: Arc::new(Inner {
@@ -422,7 +395,7 @@ impl TronClient {
                 Err(error) => error,
             };
             inner.stats.error(&error);
-            let retryable = match &error {
+            match &error {
                 ChainError::RateLimited { pause_ms, .. } => {
                     let pause = Duration::from_millis(*pause_ms);
                     inner.limiter.penalize(pause);
@@ -433,16 +406,13 @@ impl TronClient {
                         pause_ms,
                         "Rate limited by the node: every request waits"
                     );
-                    true
                 }
-                ChainError::Http { status } if *status >= 500 => {
+                ChainError::Http { status } if error.is_transient() => {
                     self.note_unavailable(endpoint, *status);
-                    true
                 }
-                ChainError::Timeout | ChainError::Transport(_) => true,
-                _ => false,
-            };
-            if !retryable || attempt >= max_attempts {
+                _ => {}
+            }
+            if !error.is_transient() || attempt >= max_attempts {
                 return Err(error);
             }
             tracing::debug!(endpoint = endpoint.label(), attempt, error = %error, "retrying");
@@ -722,7 +692,9 @@ impl TronClient {
         }
         for number in (start..end).rev() {
             if open && !reported.contains(&number) {
-                let failed = Err(ChainError::Transport("block fetch task failed".to_string()));
+                let failed = Err(ChainError::Transport(ErrorSource::message(
+                    "block fetch task failed",
+                )));
                 open = sink.send((number, failed)).await.is_ok();
             }
         }
@@ -907,20 +879,8 @@ fn transport_error(error: reqwest::Error) -> ChainError {
     if error.is_timeout() {
         ChainError::Timeout
     } else {
-        ChainError::Transport(error_chain(&error))
+        ChainError::Transport(ErrorSource::new(error))
     }
-}
-
-/// An error with its causes, which hold the useful part ("connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -1158,7 +1118,7 @@ mod tests {
         assert!(seen[1].at - seen[0].at >= Duration::from_millis(200));
         let stats = client.stats();
         assert_eq!(stats.requests(Endpoint::NowBlock), 2);
-        assert_eq!(stats.errors("rate_limited"), 1);
+        assert_eq!(stats.errors(ChainErrorKind::RateLimited), 1);
         assert_eq!(stats.snapshot().penalties, 1);
     }
 
@@ -1181,7 +1141,7 @@ mod tests {
         let client = client(&node);
         assert_eq!(client.head().await.unwrap().number, 50);
         assert_eq!(node.count(Endpoint::NowBlock), 2);
-        assert_eq!(client.stats().errors("rate_limited"), 1);
+        assert_eq!(client.stats().errors(ChainErrorKind::RateLimited), 1);
         assert_eq!(client.stats().snapshot().penalties, 1);
         let seen = node.state.seen.lock().unwrap();
         assert!(seen[1].at - seen[0].at >= Duration::from_secs(1));
@@ -1222,8 +1182,8 @@ mod tests {
         .unwrap();
         assert_eq!(client.head().await.unwrap().number, 50);
         let stats = client.stats().snapshot();
-        assert_eq!(client.stats().errors("http"), 1);
-        assert_eq!(client.stats().errors("rate_limited"), 0);
+        assert_eq!(client.stats().errors(ChainErrorKind::Http), 1);
+        assert_eq!(client.stats().errors(ChainErrorKind::RateLimited), 0);
         assert_eq!(stats.retries, 1);
         // Nobody else was held: no penalty gate.
         assert_eq!(stats.penalties, 0);
@@ -1359,7 +1319,7 @@ mod tests {
             ChainError::Node(message.into())
         );
         assert_eq!(node.seen_paths(), vec![Endpoint::BlockByNum.path()]);
-        assert_eq!(client.stats().errors("node_error"), 1);
+        assert_eq!(client.stats().errors(ChainErrorKind::Node), 1);
     }
 
     #[tokio::test]
@@ -1426,7 +1386,7 @@ mod tests {
         .unwrap();
         assert_eq!(client.head().await.unwrap_err(), ChainError::Timeout);
         assert_eq!(node.count(Endpoint::NowBlock), 2);
-        assert_eq!(client.stats().errors("timeout"), 2);
+        assert_eq!(client.stats().errors(ChainErrorKind::Timeout), 2);
         assert_eq!(client.stats().snapshot().retries, 1);
     }
 
@@ -1446,7 +1406,7 @@ mod tests {
         assert_eq!(block.header.number, 9);
         assert_eq!(node.count(Endpoint::BlockByNum), 2);
         assert_eq!(node.count(Endpoint::TransactionInfoByBlockNum), 2);
-        assert_eq!(client.stats().errors("http"), 2);
+        assert_eq!(client.stats().errors(ChainErrorKind::Http), 2);
     }
 
     #[tokio::test]
@@ -1460,8 +1420,12 @@ mod tests {
             ..Config::default().client_config()
         })
         .unwrap();
-        assert!(matches!(client.head().await, Err(ChainError::Transport(_))));
-        assert_eq!(client.stats().errors("transport"), 3);
+        let error = client.head().await.unwrap_err();
+        assert!(matches!(error, ChainError::Transport(_)), "{error:?}");
+        // The causes are in the message, and the HTTP client's error is kept as the source.
+        assert!(error.to_string().contains("onnection refused"), "{error}");
+        assert!(std::error::Error::source(&error).is_some());
+        assert_eq!(client.stats().errors(ChainErrorKind::Transport), 3);
     }
 
     #[tokio::test]
