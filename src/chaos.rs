@@ -661,7 +661,7 @@ impl Harness {
         let client = TronClient::new(TronClientConfig {
             url: twin.url(),
             rate_limit_rps: 0.0,
-            range_size: crate::tron::client::MAX_RANGE,
+            range_size: crate::tron::MAX_RANGE,
             ..crate::config::Config::default().client_config()
         })
         .map_err(|e| ChaosError::Client(e.to_string()))?;

@@ -369,8 +369,12 @@ pub enum ConfigError {
     Parse(String),
     #[error("invalid config:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<String>),
-    #[error("cannot read node.api_key_file {path}: {error} (check the path and its permissions)")]
-    ApiKeyFile { path: PathBuf, error: String },
+    #[error("cannot read node.api_key_file {path}: {source} (check the path and its permissions)")]
+    ApiKeyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Config {
@@ -453,10 +457,11 @@ impl Config {
         }
         if let Some(path) = config.node.api_key_file.clone() {
             if config.node.api_key.is_empty() {
-                let key = std::fs::read_to_string(&path).map_err(|e| ConfigError::ApiKeyFile {
-                    path: path.clone(),
-                    error: e.to_string(),
-                })?;
+                let key =
+                    std::fs::read_to_string(&path).map_err(|source| ConfigError::ApiKeyFile {
+                        path: path.clone(),
+                        source,
+                    })?;
                 config.node.api_key = Secret::new(key.trim());
             }
         }

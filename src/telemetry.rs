@@ -69,7 +69,9 @@ pub enum TelemetryError {
     #[error("otel protocol {0:?} is not supported: use grpc or http/protobuf")]
     Protocol(String),
     #[error("cannot build the OTLP exporter: {0}")]
-    Exporter(String),
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    #[error("cannot build the OTLP exporter: the exporter builder panicked")]
+    ExporterPanicked,
 }
 
 /// Wraps the OTLP exporter to count what left and what failed.
@@ -152,10 +154,10 @@ fn tracer_provider(
                     .build()
             })
             .join()
-            .map_err(|_| TelemetryError::Exporter("the exporter builder panicked".into()))?
+            .map_err(|_| TelemetryError::ExporterPanicked)?
         }
     }
-    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    .map_err(TelemetryError::Exporter)?;
     let exporter = CountingExporter {
         inner: exporter,
         stats,

@@ -5,6 +5,7 @@
 
 mod common;
 
+use actors::chain::ChainErrorKind;
 use common::{assert_exactly_once, test_config, wait_done, TestRedis};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -147,9 +148,9 @@ async fn bare_503s_and_their_bursts_cost_a_short_backoff_not_a_suspension() {
     assert!(faults["http_503"] > 0, "{faults:?}");
     assert!(faults["http_503_burst"] > 0, "{faults:?}");
     let stats = client.stats();
-    assert_eq!(stats.errors("rate_limited"), 0);
+    assert_eq!(stats.errors(ChainErrorKind::RateLimited), 0);
     assert_eq!(
-        stats.errors("http"),
+        stats.errors(ChainErrorKind::Http),
         faults["http_503"] + faults["http_503_burst"]
     );
 }
@@ -192,6 +193,10 @@ async fn a_suspension_notice_pauses_every_request_for_the_time_it_says() {
     // every caller for the time it said.
     let stats = client.stats();
     let refusals = faults["http_503_suspend"] + faults["penalty_429"];
-    assert_eq!(stats.errors("rate_limited"), refusals, "{faults:?}");
+    assert_eq!(
+        stats.errors(ChainErrorKind::RateLimited),
+        refusals,
+        "{faults:?}"
+    );
     assert_eq!(stats.snapshot().penalties, refusals, "{faults:?}");
 }

@@ -366,3 +366,26 @@ async fn a_redis_that_forgot_the_scripts_still_commits() {
     assert_eq!(blocks[&7].len(), first.events.len());
     assert_eq!(blocks[&8].len(), second.events.len());
 }
+
+#[tokio::test]
+async fn a_store_it_cannot_reach_says_so_and_keeps_the_redis_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let store = tron_actors::store::RedisStore::new(&tron_actors::store::RedisStoreConfig {
+        url,
+        ..tron_actors::config::Config::default().store_config()
+    })
+    .unwrap();
+    let error = store.last_synced().await.unwrap_err();
+    assert_eq!(error.kind(), "store_unavailable");
+    assert!(
+        error.to_string().starts_with("store unavailable: "),
+        "{error}"
+    );
+    let source = std::error::Error::source(&error).map(ToString::to_string);
+    assert_eq!(
+        source,
+        Some(error.to_string()["store unavailable: ".len()..].to_string())
+    );
+}

@@ -2,6 +2,7 @@
 //! and the exactly-once commit. The Redis implementation lives in the binary crate; every method
 //! there is one atomic step (a Lua script or an idempotent command).
 
+use crate::chain::ErrorSource;
 use crate::model::Block;
 use async_trait::async_trait;
 
@@ -96,12 +97,29 @@ pub enum FailOutcome {
     AlreadyDone,
 }
 
+/// Why the store could not do a step. None is fatal: the step is tried again later (a restart,
+/// the next tick, an expired lease), so nothing branches on the variant; they differ in what
+/// they keep for the log and the trace.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store's client failed (cannot connect, timed out, refused the command); its error
+    /// is the source.
+    #[error("store unavailable: {0}")]
+    Client(#[source] ErrorSource),
+    /// The store's address cannot be used; the parser's error is the source.
+    #[error("store unavailable: bad redis url: {0}")]
+    BadUrl(#[source] ErrorSource),
     #[error("store answered something unexpected: {0}")]
     Protocol(String),
+    /// A stored value that cannot be decoded; the decoder's error is the source.
+    #[error("store answered something unexpected: {what}: {source}")]
+    Undecodable {
+        what: String,
+        #[source]
+        source: ErrorSource,
+    },
     #[error("last_synced_block moved meanwhile (expected {expected:?}, found {found:?})")]
     Conflict {
         expected: Option<u64>,
@@ -113,8 +131,10 @@ impl StoreError {
     /// A short, stable label, as [`crate::chain::ChainError::kind`] is for the chain.
     pub fn kind(&self) -> &'static str {
         match self {
-            StoreError::Unavailable(_) => "store_unavailable",
-            StoreError::Protocol(_) => "store_protocol",
+            StoreError::Unavailable(_) | StoreError::Client(_) | StoreError::BadUrl(_) => {
+                "store_unavailable"
+            }
+            StoreError::Protocol(_) | StoreError::Undecodable { .. } => "store_protocol",
             StoreError::Conflict { .. } => "store_conflict",
         }
     }

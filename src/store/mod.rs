@@ -18,6 +18,7 @@
 
 mod scripts;
 
+use actors::chain::ErrorSource;
 use actors::model::Block;
 use actors::store::{
     Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Path, Queue, Store, StoreError,
@@ -147,7 +148,7 @@ pub struct RedisStore {
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+    StoreError::Client(ErrorSource::new(error))
 }
 
 impl RedisStore {
@@ -155,7 +156,7 @@ impl RedisStore {
     /// after a loss (with backoff), so a Redis that is down at start delays work, not the start.
     pub fn new(config: &RedisStoreConfig) -> Result<Self, StoreError> {
         let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("bad redis url: {e}")))?;
+            .map_err(|e| StoreError::BadUrl(ErrorSource::new(e)))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.connect_timeout))
@@ -266,8 +267,10 @@ impl RedisStore {
         let mut letters = raw
             .into_iter()
             .map(|(block, json)| {
-                serde_json::from_str::<DeadLetter>(&json)
-                    .map_err(|e| StoreError::Protocol(format!("dead letter of block {block}: {e}")))
+                serde_json::from_str::<DeadLetter>(&json).map_err(|e| StoreError::Undecodable {
+                    what: format!("dead letter of block {block}"),
+                    source: ErrorSource::new(e),
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         letters.sort_by_key(|l| l.block);
