@@ -17,8 +17,6 @@
 //!    range, for a gain measured in the same run.
 
 use crate::local_redis::{free_port, LocalRedis, LocalRedisError};
-use crate::sim::chain::wall_clock_ms;
-use crate::sim::{SimFaults, SimHandle, SimParams};
 use crate::store::{Keys, RedisStore, RedisStoreConfig};
 use crate::tron::{decode, TronClient, TronClientConfig};
 use actors::chain::Chain;
@@ -31,6 +29,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tron_sim::chain::wall_clock_ms;
+use tron_sim::{SimFaults, SimHandle, SimParams};
 
 /// The largest `getblockbylimitnext` answer, as java-tron serves it.
 const RANGE: u64 = 100;
@@ -95,7 +95,7 @@ pub enum BenchError {
     #[error("store: {0}")]
     Store(#[from] actors::store::StoreError),
     #[error("simulated node: {0}")]
-    Sim(#[from] crate::sim::SimError),
+    Sim(#[from] tron_sim::SimError),
     #[error("node: {0}")]
     Chain(#[from] actors::chain::ChainError),
     #[error("node client: {0}")]
@@ -471,7 +471,7 @@ pub async fn run(options: &BenchOptions, say: impl Fn(&str)) -> Result<BenchRepo
         penalty_ms: 30_000,
         ..SimFaults::none()
     };
-    let sim = crate::sim::spawn(params, faults, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let sim = tron_sim::spawn(params, faults, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     say(&format!(
         "simulated node on {} ({} txs/block, head {})",
         sim.url(),

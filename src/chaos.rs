@@ -12,7 +12,6 @@
 //! runs; so do the blocks in flight at each kill.
 
 use crate::local_redis::{free_port, LocalRedis, LocalRedisError, Persistence};
-use crate::sim::{SimFaults, SimHandle, SimParams};
 use crate::store::{RedisStore, RedisStoreConfig};
 use crate::tron::{TronClient, TronClientConfig};
 use crate::verify::{BlockProblem, VerifyError, VerifyReport};
@@ -25,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tron_sim::{SimFaults, SimHandle, SimParams};
 
 /// The harness writes under its own prefix, and the daemon's config comes only from what the
 /// harness sets: inherited `TRON_ACTORS_*` and `OTEL_*` variables are dropped.
@@ -101,7 +101,7 @@ pub enum ChaosError {
     #[error("invalid options: {0}")]
     Options(String),
     #[error("simulated node: {0}")]
-    Sim(#[from] crate::sim::SimError),
+    Sim(#[from] tron_sim::SimError),
     #[error("{0}")]
     Redis(#[from] LocalRedisError),
     #[error("redis: {0}")]
@@ -148,28 +148,10 @@ pub struct Disruption {
     pub down_ms: u64,
 }
 
-/// splitmix64: enough randomness for a plan, and the same sequence for a seed everywhere.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..hi` (as f64).
-    fn between(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// The disruptions for a range of `total` blocks, in firing order: a pure function of its
 /// arguments.
 pub fn plan(seed: u64, total: u64, kills: u32, redis_restarts: u32) -> Vec<Disruption> {
-    let mut rng = SplitMix(seed ^ 0xC4A0_5C4A_05C4_A05C);
+    let mut rng = actors::rng::Rng::new(seed ^ 0xC4A0_5C4A_05C4_A05C);
     let mut draw = |kind, down: (f64, f64)| Disruption {
         after_done: (rng.between(FIRST_AT, LAST_AT) * total as f64) as u64,
         kind,
@@ -388,7 +370,7 @@ impl Harness {
             node_error_rate: rate,
             ..SimFaults::default()
         };
-        let sim = crate::sim::spawn(params, faults, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let sim = tron_sim::spawn(params, faults, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let store = RedisStore::new(&RedisStoreConfig {
             url: redis.url(),
             prefix: PREFIX.to_string(),
@@ -652,7 +634,7 @@ impl Harness {
             frozen: true,
             ..chain.params().clone()
         };
-        let twin = crate::sim::spawn(
+        let twin = tron_sim::spawn(
             params,
             SimFaults::none(),
             SocketAddr::from(([127, 0, 0, 1], 0)),

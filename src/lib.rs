@@ -9,7 +9,6 @@ pub mod local_redis;
 pub mod metrics;
 pub mod ops_server;
 pub mod progress;
-pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod tron;

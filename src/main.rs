@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tron_actors::config::Config;
 use tron_actors::daemon::DaemonHandle;
-use tron_actors::sim::{SimFaults, SimParams};
 use tron_actors::tron::TronClient;
+use tron_sim::{SimFaults, SimParams};
 
 #[derive(Parser)]
 #[command(
@@ -105,126 +105,13 @@ pub(crate) struct VerifyArgs {
 
 #[derive(Args, Clone)]
 struct SimArgs {
-    /// Seeds every block's content: the same seed gives the same chain.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// The first block that exists.
-    #[arg(long, default_value_t = 60_000_000)]
-    start_block: u64,
-    /// Blocks already produced at start.
-    #[arg(long, default_value_t = 100)]
-    history: u64,
-    /// Time between blocks.
-    #[arg(long, default_value_t = 3000)]
-    block_interval_ms: u64,
-    /// Average transactions per block (mainnet: about 300).
-    #[arg(long, default_value_t = 300)]
-    txs_per_block: u32,
+    #[command(flatten)]
+    params: SimParams,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
-    /// Answer 401, as TronGrid does, to every node request without this TRON-PRO-API-KEY.
-    #[arg(long, value_name = "KEY")]
-    api_key: Option<String>,
     #[command(flatten)]
-    faults: FaultArgs,
-}
-
-#[derive(Args, Clone, Default)]
-struct FaultArgs {
-    /// Seeds which request gets which fault.
-    #[arg(long, default_value_t = 0)]
-    fault_seed: u64,
-    /// Chance per request of an HTTP 500.
-    #[arg(long, default_value_t = 0.0)]
-    fault_500: f64,
-    /// Chance per request of a bare HTTP 503 (as a proxy or load balancer answers).
-    #[arg(long, default_value_t = 0.0)]
-    fault_503: f64,
-    /// Chance per request of starting a burst of bare 503s to every request.
-    #[arg(long, default_value_t = 0.0)]
-    fault_503_burst: f64,
-    /// Length of a burst of bare 503s.
-    #[arg(long, default_value_t = 2_000)]
-    burst_ms: u64,
-    /// Chance per request of an HTTP 503 with TronGrid's suspension notice, then a penalty.
-    #[arg(long, default_value_t = 0.0)]
-    fault_503_suspend: f64,
-    /// Chance per request of an HTTP 429 with TronGrid's body, then a penalty.
-    #[arg(long, default_value_t = 0.0)]
-    fault_429: f64,
-    /// Chance per request of an HTTP 403 with TronGrid's body, then a penalty.
-    #[arg(long, default_value_t = 0.0)]
-    fault_403: f64,
-    /// Penalty after a 429/403 or a suspending 503, during which every request answers 429.
-    #[arg(long, default_value_t = 30_000)]
-    penalty_ms: u64,
-    /// Chance per request of a slow answer.
-    #[arg(long, default_value_t = 0.0)]
-    fault_slow: f64,
-    /// Delay of a slow answer.
-    #[arg(long, default_value_t = 2_000)]
-    slow_ms: u64,
-    /// Chance per request of a connection reset.
-    #[arg(long, default_value_t = 0.0)]
-    fault_reset: f64,
-    /// Chance per request of a truncated JSON body.
-    #[arg(long, default_value_t = 0.0)]
-    fault_truncate: f64,
-    /// Chance per request of `{}` for a block that exists.
-    #[arg(long, default_value_t = 0.0)]
-    fault_empty_block: f64,
-    /// Chance per request of `[]` infos for a block that has transactions.
-    #[arg(long, default_value_t = 0.0)]
-    fault_empty_infos: f64,
-    /// Chance per request of an HTTP 200 `{"Error": ...}` body.
-    #[arg(long, default_value_t = 0.0)]
-    fault_node_error: f64,
-    /// Blocks whose answers are always malformed (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    malformed_blocks: Vec<u64>,
-    /// Requests per second over which the node answers 429 (like TronGrid).
-    #[arg(long)]
-    max_rps: Option<u32>,
-}
-
-impl FaultArgs {
-    fn to_faults(&self) -> SimFaults {
-        SimFaults {
-            seed: self.fault_seed,
-            http_500_rate: self.fault_500,
-            http_503_rate: self.fault_503,
-            http_503_burst_rate: self.fault_503_burst,
-            http_503_burst_ms: self.burst_ms,
-            http_503_suspend_rate: self.fault_503_suspend,
-            http_429_rate: self.fault_429,
-            http_403_rate: self.fault_403,
-            penalty_ms: self.penalty_ms,
-            slow_rate: self.fault_slow,
-            slow_ms: self.slow_ms,
-            reset_rate: self.fault_reset,
-            truncate_rate: self.fault_truncate,
-            empty_block_rate: self.fault_empty_block,
-            empty_infos_rate: self.fault_empty_infos,
-            node_error_rate: self.fault_node_error,
-            malformed_blocks: self.malformed_blocks.iter().copied().collect(),
-            max_requests_per_sec: self.max_rps,
-        }
-    }
-}
-
-impl SimArgs {
-    fn to_params(&self) -> SimParams {
-        SimParams {
-            seed: self.seed,
-            start_block: self.start_block,
-            history: self.history,
-            block_interval_ms: self.block_interval_ms,
-            txs_per_block: self.txs_per_block,
-            api_key: self.api_key.clone(),
-            ..SimParams::default()
-        }
-    }
+    faults: SimFaults,
 }
 
 #[derive(Args, Clone)]
@@ -401,14 +288,7 @@ async fn follow(
 
 async fn sim(args: SimArgs) -> ExitCode {
     tron_actors::telemetry::init_logs("auto", "info");
-    match tron_actors::sim::serve_until(
-        args.to_params(),
-        args.faults.to_faults(),
-        args.listen,
-        shutdown_signal(),
-    )
-    .await
-    {
+    match tron_sim::serve_until(args.params, args.faults, args.listen, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");

@@ -341,7 +341,7 @@ ready: `run` would start as above
 }
 
 /// Events the simulated node holds in `blocks`.
-fn events_in(sim: &tron_actors::sim::SimHandle, blocks: impl Iterator<Item = u64>) -> u64 {
+fn events_in(sim: &tron_sim::SimHandle, blocks: impl Iterator<Item = u64>) -> u64 {
     blocks
         .map(|b| sim.chain().expected_block(b).unwrap().events.len() as u64)
         .sum()
@@ -353,8 +353,8 @@ async fn status_json_matches_the_redis_state_after_a_known_run() {
     // The simulated chain starts at block 60,000,000.
     let head = 60_000_000 + 40 - 1;
     let bad = head - 5;
-    let sim = tron_actors::sim::spawn(
-        tron_actors::sim::SimParams {
+    let sim = tron_sim::spawn(
+        tron_sim::SimParams {
             seed: 7,
             history: 40,
             txs_per_block: 6,
@@ -362,7 +362,7 @@ async fn status_json_matches_the_redis_state_after_a_known_run() {
             genesis_ms: Some(1_700_000_000_000),
             ..Default::default()
         },
-        tron_actors::sim::SimFaults {
+        tron_sim::SimFaults {
             malformed_blocks: [bad].into_iter().collect(),
             ..Default::default()
         },
@@ -502,8 +502,8 @@ async fn status_json_matches_the_redis_state_after_a_known_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_is_sent_on_every_node_request_and_never_shown() {
     let redis = TestRedis::start().await;
-    let sim = tron_actors::sim::spawn(
-        tron_actors::sim::SimParams {
+    let sim = tron_sim::spawn(
+        tron_sim::SimParams {
             seed: 7,
             history: 30,
             txs_per_block: 5,
@@ -512,7 +512,7 @@ async fn the_api_key_is_sent_on_every_node_request_and_never_shown() {
             api_key: Some(API_KEY.to_string()),
             ..Default::default()
         },
-        tron_actors::sim::SimFaults::none(),
+        tron_sim::SimFaults::none(),
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await
@@ -678,9 +678,9 @@ async fn catching_up_logs_blocks_left_rate_and_eta_every_few_seconds_when_not_on
 
 /// The sim of the progress tests: two blocks that always fail keep the daemon "catching up"
 /// with exactly two blocks left for as long as a test needs.
-async fn sim_with_two_failing_blocks(head: u64) -> tron_actors::sim::SimHandle {
-    tron_actors::sim::spawn(
-        tron_actors::sim::SimParams {
+async fn sim_with_two_failing_blocks(head: u64) -> tron_sim::SimHandle {
+    tron_sim::spawn(
+        tron_sim::SimParams {
             seed: 7,
             history: head - 60_000_000 + 1,
             txs_per_block: 3,
@@ -688,7 +688,7 @@ async fn sim_with_two_failing_blocks(head: u64) -> tron_actors::sim::SimHandle {
             genesis_ms: Some(1_700_000_000_000),
             ..Default::default()
         },
-        tron_actors::sim::SimFaults {
+        tron_sim::SimFaults {
             malformed_blocks: [head - 3, head - 2].into_iter().collect(),
             ..Default::default()
         },

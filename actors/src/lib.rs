@@ -21,6 +21,9 @@
 //! - [`sync_rule`], [`retry`], [`poll_schedule`] — the pure rules (sync table, retry schedule,
 //!   when to poll the head)
 //! - [`model`], [`chain`], [`store`] — the data and the two traits
+//! - [`address`], [`rng`] — TRON addresses and the seeded SplitMix64, shared by the product, the
+//!   simulated node (`tron-sim`) and the harnesses
+pub mod address;
 pub mod chain;
 #[cfg(test)]
 mod fakes;
@@ -30,6 +33,7 @@ pub mod model;
 pub mod poll_schedule;
 pub mod queue_worker;
 pub mod retry;
+pub mod rng;
 pub mod services;
 pub mod settings;
 pub mod store;

@@ -160,8 +160,8 @@ pub fn expected_fields(block: &Block) -> Vec<HashMap<String, String>> {
 }
 
 /// A simulated node whose head only moves when the test says so.
-pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_actors::sim::SimHandle {
-    let params = tron_actors::sim::SimParams {
+pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_sim::SimHandle {
+    let params = tron_sim::SimParams {
         seed: 7,
         history,
         txs_per_block,
@@ -169,9 +169,9 @@ pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_actors::sim::S
         genesis_ms: Some(1_700_000_000_000),
         ..Default::default()
     };
-    tron_actors::sim::spawn(
+    tron_sim::spawn(
         params,
-        tron_actors::sim::SimFaults::none(),
+        tron_sim::SimFaults::none(),
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await
@@ -219,7 +219,7 @@ pub async fn start_daemon(
 /// the events the simulated node says it holds, contiguous and in order within the block.
 pub async fn assert_exactly_once(
     redis: &TestRedis,
-    sim: &tron_actors::sim::SimHandle,
+    sim: &tron_sim::SimHandle,
     from: u64,
     to: u64,
 ) -> Vec<Entry> {

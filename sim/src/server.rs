@@ -24,9 +24,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::chain::{Rendered, SimChain, SimParams};
-use super::faults::{ContentFaults, FaultKind, FaultState, Gate, SimFaults};
-use super::SimError;
+use crate::chain::{Rendered, SimChain, SimParams};
+use crate::faults::{ContentFaults, FaultKind, FaultState, Gate, SimFaults};
+use crate::SimError;
+
+/// The header TronGrid reads the API key from.
+const API_KEY_HEADER: &str = "TRON-PRO-API-KEY";
 
 /// `getblockbylimitnext` answers `{}` for a range over this many blocks.
 const LIMIT_NEXT_MAX: i64 = 100;
@@ -321,9 +324,7 @@ fn router(shared: Arc<Shared>) -> Router {
 /// TronGrid's answer to a missing or unknown key: 401, before any rate limit or fault.
 fn check_api_key(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     let required = shared.chain.params().api_key.as_deref()?;
-    let sent = headers
-        .get(crate::tron::client::API_KEY_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let sent = headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok());
     if sent == Some(required) {
         shared.key_accepted.fetch_add(1, Ordering::Relaxed);
         None
@@ -632,7 +633,7 @@ fn block_number_of(chain: &SimChain, head: u64, id_or_num: &str) -> Result<Optio
     let Some(block) = chain.block_at(number, head) else {
         return Ok(None);
     };
-    let id = crate::tron::address::bytes_to_hex(&block.id);
+    let id = actors::address::bytes_to_hex(&block.id);
     Ok(id.eq_ignore_ascii_case(text).then_some(number))
 }
 

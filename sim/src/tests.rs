@@ -10,9 +10,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::model::TxKind;
-use super::*;
-use crate::tron::address::{hex_to_base58, topic_to_base58};
+use crate::model::TxKind;
+use crate::*;
+use actors::address::{hex_to_base58, topic_to_base58};
 
 const START: u64 = 1_000;
 /// A multiple of 3000, as mainnet timestamps are.
@@ -41,7 +41,7 @@ fn parse(text: &str) -> Value {
 // ---- an independent decoder, straight from docs/EVENTS.md, to check the JSON against the model
 
 fn hex_bytes(s: &str) -> Vec<u8> {
-    crate::tron::address::hex_to_bytes(s).unwrap()
+    actors::address::hex_to_bytes(s).unwrap()
 }
 
 /// Decimal of a big-endian unsigned number of any size.
@@ -442,7 +442,7 @@ fn failed_transactions_say_so_and_yield_nothing() {
                 assert_eq!(text(info, "result"), "FAILED");
                 assert_eq!(text(&info["receipt"], "result"), reason.contract_ret());
                 assert!(!text(info, "resMessage").is_empty());
-                let id = crate::tron::address::bytes_to_hex(&tx.id);
+                let id = actors::address::bytes_to_hex(&tx.id);
                 assert!(expected.events.iter().all(|e| e.tx != id));
             } else {
                 assert_eq!(ret, "SUCCESS");
@@ -567,6 +567,21 @@ fn forks_serve_another_version_then_replace_it() {
     assert_ne!(
         c.expected_block_at(start, head),
         c.expected_block_at(start, after)
+    );
+}
+
+#[test]
+fn the_flags_default_to_the_defaults() {
+    use clap::{Args, FromArgMatches};
+    let command = SimFaults::augment_args(SimParams::augment_args(clap::Command::new("sim")));
+    let matches = command.get_matches_from(["sim"]);
+    assert_eq!(
+        SimParams::from_arg_matches(&matches).unwrap(),
+        SimParams::default()
+    );
+    assert_eq!(
+        SimFaults::from_arg_matches(&matches).unwrap(),
+        SimFaults::default()
     );
 }
 

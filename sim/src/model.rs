@@ -5,8 +5,9 @@
 
 use std::sync::OnceLock;
 
-use super::rng::{domain, key, mix64, Rng};
-use crate::tron::address::base58check;
+use crate::domain;
+use actors::address::base58check;
+use actors::rng::{key, mix64, Rng};
 
 /// Index of an address in the [`AddressBook`].
 pub type AddrId = u32;
