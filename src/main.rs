@@ -306,7 +306,7 @@ async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> ExitCode {
         Ok(telemetry) => telemetry,
         Err(code) => return code,
     };
-    match tron_actors::demo::prepare(
+    match tron_actors::tools::demo::prepare(
         &mut config,
         args.history,
         args.txs_per_block,

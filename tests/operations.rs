@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 use tokio::process::Command;
-use tron_actors::local_redis::free_port;
+use tron_actors::tools::local_redis::free_port;
 
 const WAIT: Duration = Duration::from_secs(120);
 const BIN: &str = env!("CARGO_BIN_EXE_tron-actors");
@@ -88,8 +88,7 @@ impl Process {
 }
 
 async fn http_get(url: &str) -> Option<(u16, String)> {
-    // reqwest is built without a TLS provider and refuses to build a client before one is set.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    tron_actors::tls::install_crypto_provider();
     let response = reqwest::Client::new()
         .get(url)
         .timeout(Duration::from_secs(5))

@@ -2,7 +2,7 @@
 use crate::{EXIT_CONFIG, EXIT_RUNTIME};
 use clap::Args;
 use std::process::ExitCode;
-use tron_actors::bench::{BenchError, BenchOptions};
+use tron_actors::tools::bench::{BenchError, BenchOptions};
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
@@ -62,7 +62,7 @@ pub(crate) async fn run(args: BenchArgs) -> ExitCode {
     if cfg!(debug_assertions) {
         eprintln!("note: this is a debug build; figures for BENCHMARKS.md come from --release");
     }
-    match tron_actors::bench::run(&options, |line| eprintln!("{line}")).await {
+    match tron_actors::tools::bench::run(&options, |line| eprintln!("{line}")).await {
         Ok(report) => {
             if args.json {
                 match serde_json::to_string_pretty(&report) {

@@ -3,7 +3,7 @@ use crate::EXIT_RUNTIME;
 use clap::Args;
 use std::process::ExitCode;
 use std::time::Duration;
-use tron_actors::chaos::ChaosOptions;
+use tron_actors::tools::chaos::ChaosOptions;
 
 #[derive(Args)]
 pub(crate) struct ChaosArgs {
@@ -79,7 +79,7 @@ pub(crate) async fn run(args: ChaosArgs) -> ExitCode {
         daemon_exe,
         keep_dir: args.keep_dir,
     };
-    match tron_actors::chaos::run(options).await {
+    match tron_actors::tools::chaos::run(options).await {
         Ok(report) => {
             if args.json {
                 eprintln!("{}", report.line());

@@ -54,8 +54,7 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: HealthArgs) -> ExitC
             }
         }
     };
-    // reqwest is built without a TLS provider; an https --url needs one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    tron_actors::tls::install_crypto_provider();
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_millis(args.timeout_ms))
         .build()

@@ -6,8 +6,9 @@ use actors::model::{Block, BlockHeader, Event, EventBody};
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
-use tron_actors::local_redis::LocalRedis;
 use tron_actors::store::{RedisStore, RedisStoreConfig};
+use tron_actors::tools::child::{DaemonChild, DaemonCommand};
+use tron_actors::tools::local_redis::LocalRedis;
 
 pub struct TestRedis {
     pub server: LocalRedis,
@@ -297,15 +298,12 @@ pub async fn wait_done(store: &RedisStore, from: u64, to: u64, limit: Duration) 
 
 /// The daemon as a separate process (the real binary), configured by environment variables
 /// only, as a container runs it.
-pub struct DaemonProcess {
-    pub child: tokio::process::Child,
-}
+pub struct DaemonProcess(DaemonChild);
 
 impl DaemonProcess {
+    /// `tron-actors run` against this node and Redis, polling fast, plus `extra_env`.
     pub fn spawn(node_url: &str, redis_url: &str, extra_env: &[(&str, &str)]) -> DaemonProcess {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tron-actors"));
-        command
-            .arg("run")
+        let child = DaemonCommand::new(env!("CARGO_BIN_EXE_tron-actors"))
             .env("TRON_ACTORS_NODE__URL", node_url)
             .env("TRON_ACTORS_REDIS__URL", redis_url)
             .env("TRON_ACTORS_SYNC__POLL_MIN_MS", "50")
@@ -313,34 +311,23 @@ impl DaemonProcess {
             .env("TRON_ACTORS_SYNC__IDLE_MS", "50")
             .env("TRON_ACTORS_LOG__FORMAT", "json")
             .env("TRON_ACTORS_METRICS__LISTEN", "127.0.0.1:0")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
-        for (key, value) in extra_env {
-            command.env(key, value);
-        }
-        DaemonProcess {
-            child: command.spawn().unwrap(),
-        }
+            .envs(extra_env.iter().copied())
+            .spawn()
+            .unwrap();
+        DaemonProcess(child)
     }
 
     /// SIGKILL, as a crash or power loss would.
     pub async fn kill(&mut self) {
-        self.child.kill().await.unwrap();
+        self.0.kill().await;
     }
 
     /// SIGTERM, then the exit status.
     pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().unwrap().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        tokio::time::timeout(limit, self.child.wait())
+        self.0
+            .terminate(limit)
             .await
             .expect("the daemon did not exit after SIGTERM")
-            .unwrap()
     }
 }
 

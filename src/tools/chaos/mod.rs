@@ -11,19 +11,17 @@
 //! 15 workers, so the request order, and with it which block meets which fault, differs between
 //! runs; so do the blocks in flight at each kill.
 
-use crate::local_redis::{free_port, LocalRedis, LocalRedisError, Persistence};
+use super::child::{DaemonChild, DaemonCommand, DaemonOutput};
 use crate::store::{RedisStore, RedisStoreConfig};
+use crate::tools::local_redis::{free_port, LocalRedis, LocalRedisError, Persistence};
 use crate::tron::{TronClient, TronClientConfig};
 use crate::verify::{BlockProblem, VerifyError, VerifyReport};
 use serde::Serialize;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tron_sim::{SimFaults, SimHandle, SimParams};
 
 /// The harness writes under its own prefix, and the daemon's config comes only from what the
@@ -248,43 +246,6 @@ struct LogCounts {
     panics: AtomicU64,
 }
 
-/// A daemon child process, its stderr copied to a log file.
-struct DaemonChild {
-    child: tokio::process::Child,
-    logger: tokio::task::JoinHandle<()>,
-}
-
-impl DaemonChild {
-    /// SIGKILL; true when it was still running (a kill that hit something).
-    async fn kill(mut self) -> bool {
-        let running = matches!(self.child.try_wait(), Ok(None));
-        let _ = self.child.kill().await;
-        let _ = self.logger.await;
-        running
-    }
-
-    /// SIGTERM, then its exit status; SIGKILL if it outstays the grace period.
-    async fn terminate(mut self) -> Option<i32> {
-        if let Some(pid) = self.child.id() {
-            // tokio can only SIGKILL; `kill` is on every unix the harness runs on.
-            let _ = tokio::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
-        }
-        let limit = Duration::from_millis(GRACE_MS + 10_000);
-        let status = match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(Ok(status)) => status.code(),
-            _ => {
-                let _ = self.child.kill().await;
-                None
-            }
-        };
-        let _ = self.logger.await;
-        status
-    }
-}
-
 struct Harness {
     options: ChaosOptions,
     dir: PathBuf,
@@ -442,7 +403,7 @@ impl Harness {
             let down = Duration::from_millis(disruption.down_ms);
             match disruption.kind {
                 DisruptionKind::KillDaemon => {
-                    if let Some(daemon) = self.daemon.take() {
+                    if let Some(mut daemon) = self.daemon.take() {
                         if daemon.kill().await {
                             self.report.kills += 1;
                         }
@@ -466,8 +427,9 @@ impl Harness {
         // it holds live-head blocks too.
         let to = self.sim.chain().head();
         self.wait_done(from, to, to - from + 1).await?;
-        if let Some(daemon) = self.daemon.take() {
-            self.report.stop_status = daemon.terminate().await;
+        if let Some(mut daemon) = self.daemon.take() {
+            let limit = Duration::from_millis(GRACE_MS + 10_000);
+            self.report.stop_status = daemon.terminate(limit).await.and_then(|s| s.code());
         }
         // Head blocks done after `to` are in the stream too; verify takes them in.
         let mut last = to;
@@ -481,46 +443,26 @@ impl Harness {
     fn start_daemon(&mut self) -> Result<(), ChaosError> {
         self.daemon_starts += 1;
         let log_path = self.dir.join(format!("daemon-{}.log", self.daemon_starts));
-        let mut command = tokio::process::Command::new(&self.options.daemon_exe);
-        command.arg("run");
-        for (key, _) in std::env::vars_os() {
-            let name = key.to_string_lossy();
-            if name.starts_with("TRON_ACTORS_") || name.starts_with("OTEL_") {
-                command.env_remove(&key);
-            }
-        }
-        command
+        let counts = self.counts.clone();
+        let daemon = DaemonCommand::new(&self.options.daemon_exe)
+            .without_inherited_config()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             // Each process draws its own panics, still fixed by the seed.
             .env(
                 "TRON_ACTORS_FAULTS__SEED",
                 (self.options.seed ^ self.daemon_starts.wrapping_mul(0x9E37_79B9)).to_string(),
             )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command
+            .output(DaemonOutput::Lines {
+                path: log_path,
+                watch: Box::new(move |line| {
+                    if is_injected_panic(line) {
+                        counts.panics.fetch_add(1, Ordering::Relaxed);
+                    }
+                }),
+            })
             .spawn()
             .map_err(io(format!("start {}", self.options.daemon_exe.display())))?;
-        let stderr = child.stderr.take();
-        let counts = self.counts.clone();
-        let logger = tokio::spawn(async move {
-            let Some(stderr) = stderr else { return };
-            // Lines are short and the file is local: plain writes, unbuffered so that a log
-            // is complete whenever the run stops.
-            let mut file = std::fs::File::create(&log_path).ok();
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if is_injected_panic(&line) {
-                    counts.panics.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Some(file) = file.as_mut() {
-                    let _ = writeln!(file, "{line}");
-                }
-            }
-        });
-        self.daemon = Some(DaemonChild { child, logger });
+        self.daemon = Some(daemon);
         Ok(())
     }
 
@@ -553,12 +495,12 @@ impl Harness {
             });
         }
         let exited = match self.daemon.as_mut() {
-            Some(daemon) => matches!(daemon.child.try_wait(), Ok(Some(_))),
+            Some(daemon) => daemon.exited().is_some(),
             None => false,
         };
         if exited {
-            if let Some(daemon) = self.daemon.take() {
-                let _ = daemon.kill().await;
+            if let Some(mut daemon) = self.daemon.take() {
+                daemon.kill().await;
             }
             self.report.daemon_exits += 1;
             eprintln!("chaos: the daemon exited by itself; starting it again");
@@ -592,8 +534,8 @@ impl Harness {
     /// Verifies the range (when the run got that far), tears everything down, and hands back
     /// the report.
     async fn finish(mut self, outcome: Result<(), ChaosError>) -> Result<ChaosReport, ChaosError> {
-        if let Some(daemon) = self.daemon.take() {
-            let _ = daemon.kill().await;
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.kill().await;
         }
         let verified = match outcome {
             Ok(()) => self.verify().await,

@@ -3,8 +3,8 @@
 //! (the configured one when it answers, else a private redis-server), and progress lines.
 
 use crate::config::Config;
-use crate::local_redis::{is_reachable, LocalRedis, LocalRedisError};
 use crate::store::RedisStore;
+use crate::tools::local_redis::{is_reachable, LocalRedis, LocalRedisError};
 use actors::store::{Queue, Store};
 use std::net::SocketAddr;
 use std::time::Duration;

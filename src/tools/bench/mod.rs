@@ -16,7 +16,8 @@
 //! 4. optionally the naive design (one block at a time, one XADD round trip per event) on its own
 //!    range, for a gain measured in the same run.
 
-use crate::local_redis::{free_port, LocalRedis, LocalRedisError};
+use super::child::{DaemonCommand, DaemonOutput};
+use super::local_redis::{free_port, LocalRedis, LocalRedisError};
 use crate::store::{Keys, RedisStore, RedisStoreConfig};
 use crate::tron::{decode, TronClient, TronClientConfig};
 use actors::chain::Chain;
@@ -557,8 +558,7 @@ fn events_in(sim: &SimHandle, (from, to): (u64, u64)) -> u64 {
 
 /// Bodies in ranges of 100 and infos per block over plain HTTP, answers read and dropped.
 async fn serve_alone(sim: &SimHandle, (from, to): (u64, u64)) -> Result<Rate, BenchError> {
-    // reqwest is built without a default TLS provider; the node client installs the same one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_crypto_provider();
     let http = reqwest::Client::builder()
         .build()
         .map_err(|e| BenchError::Client(e.to_string()))?;
@@ -718,62 +718,6 @@ fn node_429(sim: &SimHandle) -> u64 {
         .sum()
 }
 
-/// The daemon as a child process; killed if dropped.
-struct Daemon {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        self.log.display().to_string()
-    }
-
-    /// Peak resident memory so far (Linux: VmHWM), in MB.
-    fn peak_rss_mb(&self) -> f64 {
-        let Some(pid) = self.pid() else { return 0.0 };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            return 0.0;
-        };
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
-
-    fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            _ => None,
-        }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(pid) = self.pid() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-            if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = self.child.kill().await;
-            }
-        }
-    }
-}
-
 /// Watches every block that appears at the node after `first` until it is done.
 struct HeadWatch {
     next: u64,
@@ -836,11 +780,8 @@ async fn drain_and_follow(
     let head = sim.chain().head();
     let start_block = head + 1 - options.blocks;
     let log = dir.join("daemon.log");
-    let log_file = std::fs::File::create(&log)?;
     let metrics_port = free_port()?;
-    let mut command = tokio::process::Command::new(&options.daemon_exe);
-    command
-        .arg("run")
+    let command = DaemonCommand::new(&options.daemon_exe)
         .env("TRON_ACTORS_NODE__URL", sim.url())
         .env("TRON_ACTORS_REDIS__URL", redis_url)
         .env("TRON_ACTORS_REDIS__PREFIX", BENCH_PREFIX)
@@ -855,17 +796,15 @@ async fn drain_and_follow(
             "TRON_ACTORS_NODE__RATE_LIMIT_RPS",
             options.node_rps.map_or(0.0, f64::from).to_string(),
         )
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .kill_on_drop(true);
+        .output(DaemonOutput::File(log.clone()));
+    let log = log.display().to_string();
     let requests_before = requests_total(sim);
     let cpu_before = (cpu_seconds(redis.pid()), cpu_seconds(None));
     let started = Instant::now();
-    let child = command.spawn().map_err(|source| BenchError::Daemon {
+    let mut daemon = command.spawn().map_err(|source| BenchError::Daemon {
         exe: options.daemon_exe.display().to_string(),
         source,
     })?;
-    let mut daemon = Daemon { child, log };
     let mut watch = HeadWatch {
         next: head + 1,
         pending: Vec::new(),
@@ -879,15 +818,15 @@ async fn drain_and_follow(
     let drained = loop {
         if let Some(status) = daemon.exited() {
             return Err(BenchError::DaemonExited {
-                status,
-                log: daemon.log(),
+                status: status.to_string(),
+                log: log.clone(),
             });
         }
         if started.elapsed() > drain_limit {
             return Err(BenchError::Stalled {
                 what: "the backlog drain".into(),
                 limit: drain_limit,
-                log: daemon.log(),
+                log: log.clone(),
             });
         }
         while_draining.extend(
@@ -961,15 +900,15 @@ async fn drain_and_follow(
     while in_sync.len() < options.head_blocks {
         if let Some(status) = daemon.exited() {
             return Err(BenchError::DaemonExited {
-                status,
-                log: daemon.log(),
+                status: status.to_string(),
+                log: log.clone(),
             });
         }
         if sync_started.elapsed() > limit {
             return Err(BenchError::Stalled {
                 what: format!("timing {} head blocks", options.head_blocks),
                 limit,
-                log: daemon.log(),
+                log: log.clone(),
             });
         }
         for (n, latency) in watch.poll(sim, &mut conn).await? {
@@ -993,7 +932,7 @@ async fn drain_and_follow(
     report.head_in_sync = Latency::of(in_sync);
     report.node_429 = node_429(sim);
     report.rss_peak_mb = daemon.peak_rss_mb();
-    daemon.stop().await;
+    daemon.terminate(Duration::from_secs(15)).await;
     report.redis_used_memory_delta = used_memory(&mut conn).await?.saturating_sub(memory_before);
     Ok(())
 }
