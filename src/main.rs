@@ -1,16 +1,13 @@
-//! The `tron-actors` command line.
+//! The `tron-actors` command line: parses, then hands the subcommand to its module in `cli/`.
 
 mod cli;
 
 use clap::{Args, Parser, Subcommand};
-use std::net::SocketAddr;
+use cli::CliError;
+// For `cli::verify`, as `crate::EXIT_*`, until it moves onto `CliError`.
+use cli::{EXIT_CONFIG, EXIT_RUNTIME};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use tron_actors::config::Config;
-use tron_actors::daemon::DaemonHandle;
-use tron_actors::tron::TronClient;
-use tron_sim::{SimFaults, SimParams};
 
 #[derive(Parser)]
 #[command(
@@ -40,14 +37,14 @@ enum Command {
     /// Redis and the node, print where it would start, and exit.
     Run(cli::run::RunArgs),
     /// Serve a simulated TRON node (same endpoints, JSON shapes and quirks as java-tron).
-    Sim(SimArgs),
+    Sim(cli::sim::SimArgs),
     /// Try it without a node: a simulated node, a Redis (the configured one if reachable, else a
     /// private redis-server), and the daemon catching up a history and following the head.
-    Demo(DemoArgs),
+    Demo(cli::demo::DemoArgs),
     /// Inspect and act on the dead-letter set (blocks that failed every retry).
     Dlq {
         #[command(subcommand)]
-        action: DlqAction,
+        action: cli::dlq::DlqAction,
     },
     /// Check a block range of the stream against the node: missing, duplicated and unexpected
     /// events per block. Exits 0 only when the range is exact.
@@ -66,30 +63,8 @@ enum Command {
     Chaos(cli::chaos::ChaosArgs),
 }
 
-#[derive(Subcommand)]
-pub(crate) enum DlqAction {
-    /// List dead letters: block, attempts, last error, when.
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Put dead-lettered blocks back to work with a fresh retry schedule.
-    Requeue(DlqTarget),
-    /// Delete dead letters (the blocks are then never published).
-    Purge(DlqTarget),
-}
-
-#[derive(Args)]
-#[group(required = true, multiple = false)]
-pub(crate) struct DlqTarget {
-    /// The block numbers.
-    pub blocks: Vec<u64>,
-    /// Every dead letter.
-    #[arg(long)]
-    pub all: bool,
-}
-
+/// `verify`'s arguments, read by `cli::verify` (which issue #11 changes in parallel: it moves
+/// there, with its handler onto `CliError`, once that lands).
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
     /// First block of the range.
@@ -103,37 +78,6 @@ pub(crate) struct VerifyArgs {
     pub json: bool,
 }
 
-#[derive(Args, Clone)]
-struct SimArgs {
-    #[command(flatten)]
-    params: SimParams,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8090")]
-    listen: SocketAddr,
-    #[command(flatten)]
-    faults: SimFaults,
-}
-
-#[derive(Args, Clone)]
-struct DemoArgs {
-    /// Blocks the simulated node has already produced; the daemon catches them all up.
-    #[arg(long, default_value_t = 3000)]
-    history: u64,
-    /// Average transactions per simulated block.
-    #[arg(long, default_value_t = 300)]
-    txs_per_block: u32,
-    /// Time between simulated blocks.
-    #[arg(long, default_value_t = 3000)]
-    block_interval_ms: u64,
-    /// Stop after this many seconds (default: run until Ctrl-C).
-    #[arg(long)]
-    seconds: Option<u64>,
-}
-
-/// Exit codes: 0 fine, 1 failed while running, 2 refused to start (bad config or arguments).
-pub(crate) const EXIT_RUNTIME: u8 = 1;
-pub(crate) const EXIT_CONFIG: u8 = 2;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -142,201 +86,27 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
+            return CliError::Failed(format!("cannot start the async runtime: {error}")).report()
         }
     };
+    let config = cli.config;
     runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) if args.dry_run => cli::run::dry_run(cli.config).await,
-            Command::Run(_) => run(cli.config).await,
-            Command::Sim(args) => sim(args).await,
-            Command::Demo(args) => demo(cli.config, args).await,
-            Command::Dlq { action } => cli::dlq::run(cli.config, action).await,
-            Command::Verify(args) => cli::verify::run(cli.config, args).await,
-            Command::Status(args) => cli::status::run(cli.config, args).await,
-            Command::Health(args) => cli::health::run(cli.config, args).await,
+            Command::Run(args) => cli::run::run(config, args).await,
+            Command::Sim(args) => cli::sim::run(args).await,
+            Command::Demo(args) => cli::demo::run(config, args).await,
+            Command::Dlq { action } => cli::dlq::run(config, action).await,
+            Command::Verify(args) => return cli::verify::run(config, args).await,
+            Command::Status(args) => cli::status::run(config, args).await,
+            Command::Health(args) => cli::health::run(config, args).await,
             Command::Bench(args) => cli::bench::run(args).await,
             Command::Chaos(args) => cli::chaos::run(args).await,
         }
+        .map_or_else(CliError::report, |()| ExitCode::SUCCESS)
     })
 }
 
-pub(crate) fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
-    Config::load(file.as_deref()).map_err(|error| {
-        eprintln!("error: {error}");
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
-
-/// Logs, and traces when an OTLP endpoint is configured.
-fn init_telemetry(config: &Config) -> Result<tron_actors::telemetry::Telemetry, ExitCode> {
-    tron_actors::telemetry::init(
-        &config.log.format,
-        &config.log.level,
-        &config.otel_settings(),
-    )
-    .map_err(|error| {
-        eprintln!("error: {error}");
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
-async fn run(config_file: Option<PathBuf>) -> ExitCode {
-    let config = match load_config(config_file) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let telemetry = match init_telemetry(&config) {
-        Ok(telemetry) => telemetry,
-        Err(code) => return code,
-    };
-    let code = follow(&config, shutdown_signal(), Some(&telemetry)).await;
-    telemetry.shutdown();
-    code
-}
-
-/// Runs the daemon until `stop` resolves (graceful shutdown, exit 0) or the tree gives up.
-async fn follow(
-    config: &Config,
-    stop: impl std::future::Future<Output = ()>,
-    telemetry: Option<&tron_actors::telemetry::Telemetry>,
-) -> ExitCode {
-    let client = match TronClient::new(config.client_config()) {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("error: node: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    tracing::info!(
-        node = %tron_actors::config::redact_url(&config.node.url),
-        redis = %tron_actors::config::redact_url(&config.redis.url),
-        prefix = %config.redis.prefix,
-        start = %config.sync.start_block.map_or_else(|| "last synced, or the head on a first run".to_string(), |b| format!("block {b} on a first run")),
-        "Starting tron-actors"
-    );
-    let node_metrics = client.clone();
-    let mut extra: Vec<tron_actors::metrics::ExtraMetrics> =
-        vec![Arc::new(move || node_metrics.stats().render_prometheus())];
-    if let Some(telemetry) = telemetry {
-        let trace_stats = telemetry.stats.clone();
-        extra.push(Arc::new(move || {
-            tron_actors::metrics::render_trace_stats(&trace_stats)
-        }));
-        if telemetry.tracing_enabled() {
-            tracing::info!("Exporting one trace per block over OTLP");
-        }
-    }
-    let mut daemon = match DaemonHandle::start_with_metrics(config, Arc::new(client), extra).await {
-        Ok(daemon) => daemon,
-        Err(error) => {
-            tracing::error!(%error, "Could not start");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    let progress = tron_actors::progress::spawn(
-        daemon.store.clone(),
-        daemon.stats.clone(),
-        tron_actors::progress::Mode::choose(&config.log.format, config.log.progress_ms),
-    );
-    tokio::select! {
-        _ = stop => {
-            drop(progress);
-            tracing::info!("Shutting down: finishing in-flight blocks");
-            match daemon.shutdown().await {
-                Ok(()) => {
-                    tracing::info!("Stopped cleanly");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    tracing::error!(%error, "Shutdown failed");
-                    ExitCode::from(EXIT_RUNTIME)
-                }
-            }
-        }
-        error = daemon.wait() => {
-            tracing::error!(%error, "Exiting");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
-}
-
-async fn sim(args: SimArgs) -> ExitCode {
-    tron_actors::telemetry::init_logs("auto", "info");
-    match tron_sim::serve_until(args.params, args.faults, args.listen, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(EXIT_CONFIG)
-        }
-    }
-}
-
-async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> ExitCode {
-    let mut config = match load_config(config_file) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let telemetry = match init_telemetry(&config) {
-        Ok(telemetry) => telemetry,
-        Err(code) => return code,
-    };
-    match tron_actors::tools::demo::prepare(
-        &mut config,
-        args.history,
-        args.txs_per_block,
-        args.block_interval_ms,
-    )
-    .await
-    {
-        Ok(demo) => {
-            let stop = async {
-                match args.seconds {
-                    Some(seconds) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep(std::time::Duration::from_secs(seconds)) => {},
-                            _ = shutdown_signal() => {},
-                        }
-                    }
-                    None => shutdown_signal().await,
-                }
-            };
-            let code = tokio::select! {
-                code = follow(&config, stop, Some(&telemetry)) => code,
-                _ = demo.report_progress() => ExitCode::SUCCESS,
-            };
-            demo.finish().await;
-            telemetry.shutdown();
-            code
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
+/// For `cli::verify` until it moves onto `CliError`.
+fn load_config(file: Option<PathBuf>) -> Result<tron_actors::config::Config, ExitCode> {
+    cli::load_config(file).map_err(CliError::report)
 }

@@ -1,7 +1,6 @@
 //! `tron-actors bench`.
-use crate::{EXIT_CONFIG, EXIT_RUNTIME};
+use super::CliError;
 use clap::Args;
-use std::process::ExitCode;
 use tron_actors::tools::bench::{BenchError, BenchOptions};
 
 #[derive(Args)]
@@ -40,14 +39,12 @@ pub(crate) struct BenchArgs {
     json: bool,
 }
 
-pub(crate) async fn run(args: BenchArgs) -> ExitCode {
-    let daemon_exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(error) => {
-            eprintln!("error: cannot find this program's own path to run the daemon: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
+pub(crate) async fn run(args: BenchArgs) -> Result<(), CliError> {
+    let daemon_exe = std::env::current_exe().map_err(|error| {
+        CliError::Failed(format!(
+            "cannot find this program's own path to run the daemon: {error}"
+        ))
+    })?;
     let options = BenchOptions {
         blocks: args.blocks,
         txs_per_block: args.txs_per_block,
@@ -62,26 +59,20 @@ pub(crate) async fn run(args: BenchArgs) -> ExitCode {
     if cfg!(debug_assertions) {
         eprintln!("note: this is a debug build; figures for BENCHMARKS.md come from --release");
     }
-    match tron_actors::tools::bench::run(&options, |line| eprintln!("{line}")).await {
-        Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(json) => println!("{json}"),
-                    Err(error) => eprintln!("error: cannot render the report: {error}"),
-                }
-            } else {
-                print!("{}", report.table());
-            }
-            println!("{}", report.line());
-            ExitCode::SUCCESS
+    let report = tron_actors::tools::bench::run(&options, |line| eprintln!("{line}"))
+        .await
+        .map_err(|error| match error {
+            BenchError::Options(problem) => CliError::Refused(problem),
+            error => CliError::Failed(error.to_string()),
+        })?;
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(error) => eprintln!("error: cannot render the report: {error}"),
         }
-        Err(BenchError::Options(problem)) => {
-            eprintln!("error: {problem}");
-            ExitCode::from(EXIT_CONFIG)
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+    } else {
+        print!("{}", report.table());
     }
+    println!("{}", report.line());
+    Ok(())
 }

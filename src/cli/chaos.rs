@@ -1,7 +1,6 @@
 //! `tron-actors chaos`: the seeded chaos harness (logic in `tron_actors::chaos`).
-use crate::EXIT_RUNTIME;
+use super::CliError;
 use clap::Args;
-use std::process::ExitCode;
 use std::time::Duration;
 use tron_actors::tools::chaos::ChaosOptions;
 
@@ -54,15 +53,13 @@ pub(crate) struct ChaosArgs {
     json: bool,
 }
 
-pub(crate) async fn run(args: ChaosArgs) -> ExitCode {
+pub(crate) async fn run(args: ChaosArgs) -> Result<(), CliError> {
     tron_actors::telemetry::init_logs("auto", "warn");
-    let daemon_exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(error) => {
-            eprintln!("error: cannot find this binary to run the daemon with: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
+    let daemon_exe = std::env::current_exe().map_err(|error| {
+        CliError::Failed(format!(
+            "cannot find this binary to run the daemon with: {error}"
+        ))
+    })?;
     let options = ChaosOptions {
         seed: args.seed,
         blocks: args.blocks,
@@ -79,29 +76,24 @@ pub(crate) async fn run(args: ChaosArgs) -> ExitCode {
         daemon_exe,
         keep_dir: args.keep_dir,
     };
-    match tron_actors::tools::chaos::run(options).await {
-        Ok(report) => {
-            if args.json {
-                eprintln!("{}", report.line());
-                match serde_json::to_string_pretty(&report) {
-                    Ok(json) => println!("{json}"),
-                    Err(error) => eprintln!("error: cannot print the report: {error}"),
-                }
-            } else {
-                for problem in &report.problems {
-                    eprintln!("  {problem:?}");
-                }
-                println!("{}", report.line());
-            }
-            if report.is_exact() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_RUNTIME)
-            }
+    let report = tron_actors::tools::chaos::run(options)
+        .await
+        .map_err(|error| CliError::Failed(format!("chaos seed={}: {error}", args.seed)))?;
+    if args.json {
+        eprintln!("{}", report.line());
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(error) => eprintln!("error: cannot print the report: {error}"),
         }
-        Err(error) => {
-            eprintln!("error: chaos seed={}: {error}", args.seed);
-            ExitCode::from(EXIT_RUNTIME)
+    } else {
+        for problem in &report.problems {
+            eprintln!("  {problem:?}");
         }
+        println!("{}", report.line());
+    }
+    if report.is_exact() {
+        Ok(())
+    } else {
+        Err(CliError::Reported)
     }
 }
