@@ -42,27 +42,53 @@ const BENCH_PREFIX: &str = "{bench}";
 const CEILING_PREFIX: &str = "{bench-ceiling}";
 const NAIVE_PREFIX: &str = "{bench-naive}";
 
-#[derive(Clone, Debug)]
+/// What the run measures; the `bench` command's flags.
+#[derive(Clone, Debug, clap::Args)]
 pub struct BenchOptions {
-    /// Backlog to drain, in blocks.
+    /// Backlog the daemon drains, in blocks (a week is 201,600).
+    #[arg(long, default_value_t = 20_000)]
     pub blocks: u64,
+    /// Average transactions per simulated block (mainnet: about 300).
+    #[arg(long, default_value_t = 300)]
     pub txs_per_block: u32,
+    /// Time between simulated blocks.
+    #[arg(long, default_value_t = 3000)]
     pub block_interval_ms: u64,
-    /// Head blocks to time once in sync.
+    /// Head blocks timed once in sync (p50/p99 of block timestamp to commit).
+    #[arg(long, default_value_t = 100)]
     pub head_blocks: usize,
-    /// Blocks per ceiling measurement.
+    /// Blocks per ceiling measurement (node alone, decoding alone, Redis alone).
+    #[arg(long, default_value_t = 1000)]
     pub ceiling_blocks: u64,
-    /// Also measure the naive design, on this many blocks (0 = not at all).
+    /// Also measure the naive design (one block at a time, one XADD per event) on this many
+    /// blocks, for the gain as a ratio measured in the same run.
+    #[arg(long)]
+    pub naive: bool,
+    /// Blocks for the naive design.
+    #[arg(long, default_value_t = 1000)]
     pub naive_blocks: u64,
-    /// Limit the simulated node to this many requests/s (429 and a penalty above it) and the
-    /// daemon to the same rate.
+    /// Limit the simulated node to this many requests/s (429 and a 30 s penalty above it, like
+    /// TronGrid) and the daemon's `node.rate_limit_rps` to the same. Skips the ceilings.
+    #[arg(long)]
     pub node_rps: Option<u32>,
+    /// Seeds the simulated chain.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// The `tron-actors` binary to run as the daemon.
+    /// The `tron-actors` binary to run as the daemon (the command runs itself).
+    #[arg(skip)]
     pub daemon_exe: PathBuf,
 }
 
 impl BenchOptions {
+    /// Blocks measured with the naive design: none unless asked for.
+    fn naive_blocks(&self) -> u64 {
+        if self.naive {
+            self.naive_blocks
+        } else {
+            0
+        }
+    }
+
     fn validate(&self) -> Result<(), BenchError> {
         let mut problems = Vec::new();
         if self.blocks < 200 || self.blocks >= 201_600 {
@@ -454,11 +480,11 @@ pub async fn run(options: &BenchOptions, say: impl Fn(&str)) -> Result<BenchRepo
     let ranges = Ranges {
         serve: (first, first + k),
         commit: (first + k, first + 2 * k),
-        naive: (first + 2 * k, first + 2 * k + options.naive_blocks),
+        naive: (first + 2 * k, first + 2 * k + options.naive_blocks()),
     };
     // The drain range is the `blocks` below the head when the daemon starts: keep it clear of
     // the ranges above with some margin for the time the ceilings take.
-    let history = 2 * k + options.naive_blocks + options.blocks + 1_000;
+    let history = 2 * k + options.naive_blocks() + options.blocks + 1_000;
     let params = SimParams {
         seed: options.seed,
         start_block: first,
@@ -520,7 +546,7 @@ pub async fn run(options: &BenchOptions, say: impl Fn(&str)) -> Result<BenchRepo
         .await?
         .unwrap_or(0);
 
-    if options.naive_blocks > 0 {
+    if options.naive_blocks() > 0 {
         say(&format!(
             "naive design over {} blocks ...",
             options.naive_blocks

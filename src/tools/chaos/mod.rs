@@ -38,39 +38,59 @@ const GRACE_MS: u64 = 5_000;
 /// Problems kept in the report (all are counted).
 const PROBLEMS_SHOWN: usize = 20;
 
-/// What the run does. [`ChaosOptions::default`] is the long run's shape.
-#[derive(Clone, Debug)]
+/// What the run does; the `chaos` command's flags. [`ChaosOptions::default`] is the long run's
+/// shape (the flags' defaults).
+#[derive(Clone, Debug, clap::Args)]
 pub struct ChaosOptions {
-    /// Seeds the chain, the node's faults, the plan and the daemons' panics.
+    /// Seeds the chain, the node's faults, the plan of kills and restarts, and the panics.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The backlog: blocks the node has produced when the daemon first starts.
+    /// Backlog: blocks the simulated node has produced when the daemon first starts (the live
+    /// head keeps moving during the run and is part of the range).
+    #[arg(long, default_value_t = 20_000)]
     pub blocks: u64,
-    /// Average transactions per block (mainnet: about 300; fewer keep a long run short).
+    /// Average transactions per block. Mainnet has about 300; the default is lower so that a
+    /// 20,000-block run fits in minutes.
+    #[arg(long, default_value_t = 50)]
     pub txs_per_block: u32,
-    /// Time between new head blocks while the run lasts.
+    /// Time between new head blocks.
+    #[arg(long, default_value_t = 1_000)]
     pub block_interval_ms: u64,
-    /// Daemon SIGKILLs, each followed by a new daemon process.
+    /// Daemon SIGKILLs (each followed by a new daemon process).
+    #[arg(long, default_value_t = 5)]
     pub kills: u32,
-    /// redis-server SIGKILLs, each followed by a restart on its AOF.
+    /// redis-server SIGKILLs (each followed by a restart on its AOF).
+    #[arg(long, default_value_t = 3)]
     pub redis_restarts: u32,
     /// A worker panics after about one claimed batch in this many (0: never).
+    #[arg(long, default_value_t = 40)]
     pub panic_one_in: u64,
-    /// Chance per node request of each of: HTTP 500, HTTP 503, connection reset, truncated
-    /// JSON, `{}` for an existing block, `[]` infos, `{"Error": ...}`, a slow answer.
+    /// Chance per node request of each of: HTTP 500, 503, connection reset, truncated JSON,
+    /// `{}` for an existing block, `[]` infos, `{"Error": ...}`, slow answer.
+    #[arg(long, default_value_t = 0.01)]
     pub fault_rate: f64,
-    /// Chance per node request of each of HTTP 429 and HTTP 403 (TronGrid's body), which start
-    /// a penalty during which every request answers 429.
+    /// Chance per node request of each of HTTP 429 and 403 (TronGrid's body, then a penalty).
+    #[arg(long, default_value_t = 0.001)]
     pub rate_limit_rate: f64,
-    /// The node's penalty after a 429/403 (TronGrid: 30 s), and the daemon's wait after one.
+    /// The node's penalty after a 429/403 (TronGrid: 30,000), scaled down for the run.
+    #[arg(long, default_value_t = 300)]
     pub penalty_ms: u64,
     /// How late a slow answer comes.
+    #[arg(long, default_value_t = 300)]
     pub slow_ms: u64,
-    /// The run fails if it has not finished by then.
+    /// Fail if the run has not finished after this many seconds.
+    #[arg(long, value_name = "DURATION_CAP", default_value = "3600", value_parser = seconds)]
     pub duration_cap: Duration,
-    /// The `tron-actors` binary to run the daemon with.
+    /// The `tron-actors` binary to run the daemon with (the command runs itself).
+    #[arg(skip = PathBuf::from("tron-actors"))]
     pub daemon_exe: PathBuf,
     /// Keep the working directory (Redis files, daemon logs) even when the run is exact.
+    #[arg(long)]
     pub keep_dir: bool,
+}
+
+fn seconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
+    text.parse().map(Duration::from_secs)
 }
 
 impl Default for ChaosOptions {
@@ -678,8 +698,18 @@ fn count_bits(bytes: &[u8], first_bit: u64, from: u64, to: u64) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flags_default_to_the_long_run() {
+        use clap::{Args, FromArgMatches};
+        let command = ChaosOptions::augment_args(clap::Command::new("chaos"));
+        let parsed = ChaosOptions::from_arg_matches(&command.get_matches_from(["chaos"])).unwrap();
+        let wanted = ChaosOptions::default();
+        assert_eq!(format!("{parsed:?}"), format!("{wanted:?}"));
+    }
 
     #[test]
     fn a_plan_is_a_function_of_its_seed() {
