@@ -2,6 +2,8 @@
 //! wait-until helper.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cli;
+
 use actors::model::{Block, BlockHeader, Event, EventBody};
 use std::collections::HashMap;
 use std::future::Future;
