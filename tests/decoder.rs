@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use tron_actors::tron::decode::decode_block;
+use tron_sim::model::TxKind;
 use tron_sim::{SimChain, SimParams};
 
 /// A multiple of 3000, as mainnet timestamps are.
@@ -68,24 +69,8 @@ fn the_decoder_yields_exactly_the_simulated_nodes_expected_events_block_by_block
 
     assert_eq!(covered.blocks, 500);
     assert!(covered.empty_blocks > 0, "no empty block was decoded");
-    for kind in [
-        "trx",
-        "trc10",
-        "trc20",
-        "approval",
-        "trc721",
-        // A call to a contract no rule knows: its logs are generic `log` events.
-        "call",
-        "call_with_value",
-        "failed_revert",
-        "failed_out_of_energy",
-        "FreezeBalanceV2Contract",
-        "UnfreezeBalanceV2Contract",
-        "VoteWitnessContract",
-        "DelegateResourceContract",
-        "WithdrawExpireUnfreezeContract",
-        "AccountCreateContract",
-    ] {
+    // `call` is a call to a contract no rule knows: its logs are generic `log` events.
+    for kind in TxKind::LABELS {
         assert!(
             covered.tx_kinds.contains(kind),
             "no {kind} transaction among {:?}",

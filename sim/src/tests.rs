@@ -183,23 +183,7 @@ fn the_mix_has_every_kind_and_trc20_dominates() {
             }
         }
     }
-    for label in [
-        "trx",
-        "trc10",
-        "trc20",
-        "approval",
-        "trc721",
-        "call",
-        "call_with_value",
-        "failed_revert",
-        "failed_out_of_energy",
-        "FreezeBalanceV2Contract",
-        "UnfreezeBalanceV2Contract",
-        "VoteWitnessContract",
-        "DelegateResourceContract",
-        "WithdrawExpireUnfreezeContract",
-        "AccountCreateContract",
-    ] {
+    for label in TxKind::LABELS {
         assert!(labels.contains_key(label), "no {label} in {labels:?}");
     }
     let share = labels["trc20"] as f64 / total as f64;
