@@ -10,16 +10,18 @@ WORKDIR /src
 # Dependencies first, in a layer of their own: changing the sources does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 COPY actors/Cargo.toml actors/Cargo.toml
-RUN mkdir -p src actors/src \
+COPY sim/Cargo.toml sim/Cargo.toml
+RUN mkdir -p src actors/src sim/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs actors/src/lib.rs \
+    && touch src/lib.rs actors/src/lib.rs sim/src/lib.rs \
     && cargo build --release --locked \
-    && rm -rf src actors/src
+    && rm -rf src actors/src sim/src
 COPY config config
 COPY actors actors
+COPY sim sim
 COPY src src
 # The copied files may be older than the placeholder build's outputs: make cargo see them as new.
-RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
+RUN touch src/main.rs src/lib.rs actors/src/lib.rs sim/src/lib.rs \
     && cargo build --release --locked --bin tron-actors \
     && cp target/release/tron-actors /usr/local/bin/tron-actors
 

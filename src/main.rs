@@ -1,16 +1,11 @@
-//! The `tron-actors` command line.
+//! The `tron-actors` command line: parses, then hands the subcommand to its module in `cli/`.
 
 mod cli;
 
-use clap::{Args, Parser, Subcommand};
-use std::net::SocketAddr;
+use clap::{Parser, Subcommand};
+use cli::CliError;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use tron_actors::config::Config;
-use tron_actors::daemon::DaemonHandle;
-use tron_actors::sim::{SimFaults, SimParams};
-use tron_actors::tron::TronClient;
 
 #[derive(Parser)]
 #[command(
@@ -40,18 +35,18 @@ enum Command {
     /// Redis and the node, print where it would start, and exit.
     Run(cli::run::RunArgs),
     /// Serve a simulated TRON node (same endpoints, JSON shapes and quirks as java-tron).
-    Sim(SimArgs),
+    Sim(cli::sim::SimArgs),
     /// Try it without a node: a simulated node, a Redis (the configured one if reachable, else a
     /// private redis-server), and the daemon catching up a history and following the head.
-    Demo(DemoArgs),
+    Demo(cli::demo::DemoArgs),
     /// Inspect and act on the dead-letter set (blocks that failed every retry).
     Dlq {
         #[command(subcommand)]
-        action: DlqAction,
+        action: cli::dlq::DlqAction,
     },
     /// Check a block range of the stream against the node: missing, duplicated and unexpected
     /// events per block. Exits 0 only when the range is exact.
-    Verify(VerifyArgs),
+    Verify(cli::verify::VerifyArgs),
     /// Show the sync state from Redis and the node: head, last synced, lag, queue depths, leases
     /// by slot, retries, dead letters, stream length and memory. The daemon need not run.
     Status(cli::status::StatusArgs),
@@ -66,194 +61,6 @@ enum Command {
     Chaos(cli::chaos::ChaosArgs),
 }
 
-#[derive(Subcommand)]
-pub(crate) enum DlqAction {
-    /// List dead letters: block, attempts, last error, when.
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Put dead-lettered blocks back to work with a fresh retry schedule.
-    Requeue(DlqTarget),
-    /// Delete dead letters (the blocks are then never published).
-    Purge(DlqTarget),
-}
-
-#[derive(Args)]
-#[group(required = true, multiple = false)]
-pub(crate) struct DlqTarget {
-    /// The block numbers.
-    pub blocks: Vec<u64>,
-    /// Every dead letter.
-    #[arg(long)]
-    pub all: bool,
-}
-
-#[derive(Args)]
-pub(crate) struct VerifyArgs {
-    /// First block of the range.
-    #[arg(long)]
-    pub from: u64,
-    /// Last block of the range (included).
-    #[arg(long)]
-    pub to: u64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Times each block is asked from the node, the first included, before it is called
-    /// unverifiable (the node has bad moments: `{"Error"}` answers, 5xx, timeouts).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub attempts: u32,
-    /// Pause before asking again, in ms; doubled before each further attempt, up to 4 s.
-    #[arg(long, default_value_t = 250)]
-    pub retry_backoff_ms: u64,
-}
-
-#[derive(Args, Clone)]
-struct SimArgs {
-    /// Seeds every block's content: the same seed gives the same chain.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// The first block that exists.
-    #[arg(long, default_value_t = 60_000_000)]
-    start_block: u64,
-    /// Blocks already produced at start.
-    #[arg(long, default_value_t = 100)]
-    history: u64,
-    /// Time between blocks.
-    #[arg(long, default_value_t = 3000)]
-    block_interval_ms: u64,
-    /// Average transactions per block (mainnet: about 300).
-    #[arg(long, default_value_t = 300)]
-    txs_per_block: u32,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8090")]
-    listen: SocketAddr,
-    /// Answer 401, as TronGrid does, to every node request without this TRON-PRO-API-KEY.
-    #[arg(long, value_name = "KEY")]
-    api_key: Option<String>,
-    #[command(flatten)]
-    faults: FaultArgs,
-}
-
-#[derive(Args, Clone, Default)]
-struct FaultArgs {
-    /// Seeds which request gets which fault.
-    #[arg(long, default_value_t = 0)]
-    fault_seed: u64,
-    /// Chance per request of an HTTP 500.
-    #[arg(long, default_value_t = 0.0)]
-    fault_500: f64,
-    /// Chance per request of a bare HTTP 503 (as a proxy or load balancer answers).
-    #[arg(long, default_value_t = 0.0)]
-    fault_503: f64,
-    /// Chance per request of starting a burst of bare 503s to every request.
-    #[arg(long, default_value_t = 0.0)]
-    fault_503_burst: f64,
-    /// Length of a burst of bare 503s.
-    #[arg(long, default_value_t = 2_000)]
-    burst_ms: u64,
-    /// Chance per request of an HTTP 503 with TronGrid's suspension notice, then a penalty.
-    #[arg(long, default_value_t = 0.0)]
-    fault_503_suspend: f64,
-    /// Chance per request of an HTTP 429 with TronGrid's body, then a penalty.
-    #[arg(long, default_value_t = 0.0)]
-    fault_429: f64,
-    /// Chance per request of an HTTP 403 with TronGrid's body, then a penalty.
-    #[arg(long, default_value_t = 0.0)]
-    fault_403: f64,
-    /// Penalty after a 429/403 or a suspending 503, during which every request answers 429.
-    #[arg(long, default_value_t = 30_000)]
-    penalty_ms: u64,
-    /// Chance per request of a slow answer.
-    #[arg(long, default_value_t = 0.0)]
-    fault_slow: f64,
-    /// Delay of a slow answer.
-    #[arg(long, default_value_t = 2_000)]
-    slow_ms: u64,
-    /// Chance per request of a connection reset.
-    #[arg(long, default_value_t = 0.0)]
-    fault_reset: f64,
-    /// Chance per request of a truncated JSON body.
-    #[arg(long, default_value_t = 0.0)]
-    fault_truncate: f64,
-    /// Chance per request of `{}` for a block that exists.
-    #[arg(long, default_value_t = 0.0)]
-    fault_empty_block: f64,
-    /// Chance per request of `[]` infos for a block that has transactions.
-    #[arg(long, default_value_t = 0.0)]
-    fault_empty_infos: f64,
-    /// Chance per request of an HTTP 200 `{"Error": ...}` body.
-    #[arg(long, default_value_t = 0.0)]
-    fault_node_error: f64,
-    /// Blocks whose answers are always malformed (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    malformed_blocks: Vec<u64>,
-    /// Requests per second over which the node answers 429 (like TronGrid).
-    #[arg(long)]
-    max_rps: Option<u32>,
-}
-
-impl FaultArgs {
-    fn to_faults(&self) -> SimFaults {
-        SimFaults {
-            seed: self.fault_seed,
-            http_500_rate: self.fault_500,
-            http_503_rate: self.fault_503,
-            http_503_burst_rate: self.fault_503_burst,
-            http_503_burst_ms: self.burst_ms,
-            http_503_suspend_rate: self.fault_503_suspend,
-            http_429_rate: self.fault_429,
-            http_403_rate: self.fault_403,
-            penalty_ms: self.penalty_ms,
-            slow_rate: self.fault_slow,
-            slow_ms: self.slow_ms,
-            reset_rate: self.fault_reset,
-            truncate_rate: self.fault_truncate,
-            empty_block_rate: self.fault_empty_block,
-            empty_infos_rate: self.fault_empty_infos,
-            node_error_rate: self.fault_node_error,
-            malformed_blocks: self.malformed_blocks.iter().copied().collect(),
-            max_requests_per_sec: self.max_rps,
-        }
-    }
-}
-
-impl SimArgs {
-    fn to_params(&self) -> SimParams {
-        SimParams {
-            seed: self.seed,
-            start_block: self.start_block,
-            history: self.history,
-            block_interval_ms: self.block_interval_ms,
-            txs_per_block: self.txs_per_block,
-            api_key: self.api_key.clone(),
-            ..SimParams::default()
-        }
-    }
-}
-
-#[derive(Args, Clone)]
-struct DemoArgs {
-    /// Blocks the simulated node has already produced; the daemon catches them all up.
-    #[arg(long, default_value_t = 3000)]
-    history: u64,
-    /// Average transactions per simulated block.
-    #[arg(long, default_value_t = 300)]
-    txs_per_block: u32,
-    /// Time between simulated blocks.
-    #[arg(long, default_value_t = 3000)]
-    block_interval_ms: u64,
-    /// Stop after this many seconds (default: run until Ctrl-C).
-    #[arg(long)]
-    seconds: Option<u64>,
-}
-
-/// Exit codes: 0 fine, 1 failed while running, 2 refused to start (bad config or arguments).
-pub(crate) const EXIT_RUNTIME: u8 = 1;
-pub(crate) const EXIT_CONFIG: u8 = 2;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -262,208 +69,22 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
+            return CliError::Failed(format!("cannot start the async runtime: {error}")).report()
         }
     };
+    let config = cli.config;
     runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) if args.dry_run => cli::run::dry_run(cli.config).await,
-            Command::Run(_) => run(cli.config).await,
-            Command::Sim(args) => sim(args).await,
-            Command::Demo(args) => demo(cli.config, args).await,
-            Command::Dlq { action } => cli::dlq::run(cli.config, action).await,
-            Command::Verify(args) => cli::verify::run(cli.config, args).await,
-            Command::Status(args) => cli::status::run(cli.config, args).await,
-            Command::Health(args) => cli::health::run(cli.config, args).await,
+            Command::Run(args) => cli::run::run(config, args).await,
+            Command::Sim(args) => cli::sim::run(args).await,
+            Command::Demo(args) => cli::demo::run(config, args).await,
+            Command::Dlq { action } => cli::dlq::run(config, action).await,
+            Command::Verify(args) => cli::verify::run(config, args).await,
+            Command::Status(args) => cli::status::run(config, args).await,
+            Command::Health(args) => cli::health::run(config, args).await,
             Command::Bench(args) => cli::bench::run(args).await,
             Command::Chaos(args) => cli::chaos::run(args).await,
         }
+        .map_or_else(CliError::report, |()| ExitCode::SUCCESS)
     })
-}
-
-pub(crate) fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
-    Config::load(file.as_deref()).map_err(|error| {
-        eprintln!("error: {error}");
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
-
-/// Logs, and traces when an OTLP endpoint is configured.
-fn init_telemetry(config: &Config) -> Result<tron_actors::telemetry::Telemetry, ExitCode> {
-    tron_actors::telemetry::init(
-        config.log.format,
-        &config.log.level,
-        &config.otel_settings(),
-    )
-    .map_err(|error| {
-        eprintln!("error: {error}");
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
-async fn run(config_file: Option<PathBuf>) -> ExitCode {
-    let config = match load_config(config_file) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let telemetry = match init_telemetry(&config) {
-        Ok(telemetry) => telemetry,
-        Err(code) => return code,
-    };
-    let code = follow(&config, shutdown_signal(), Some(&telemetry)).await;
-    telemetry.shutdown();
-    code
-}
-
-/// Runs the daemon until `stop` resolves (graceful shutdown, exit 0) or the tree gives up.
-async fn follow(
-    config: &Config,
-    stop: impl std::future::Future<Output = ()>,
-    telemetry: Option<&tron_actors::telemetry::Telemetry>,
-) -> ExitCode {
-    let client = match TronClient::new(config.client_config()) {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("error: node: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    tracing::info!(
-        node = %tron_actors::config::redact_url(&config.node.url),
-        redis = %tron_actors::config::redact_url(&config.redis.url),
-        prefix = %config.redis.prefix,
-        start = %config.sync.start_block.map_or_else(|| "last synced, or the head on a first run".to_string(), |b| format!("block {b} on a first run")),
-        "Starting tron-actors"
-    );
-    let node_metrics = client.clone();
-    let mut extra: Vec<tron_actors::metrics::ExtraMetrics> =
-        vec![Arc::new(move || node_metrics.stats().render_prometheus())];
-    if let Some(telemetry) = telemetry {
-        let trace_stats = telemetry.stats.clone();
-        extra.push(Arc::new(move || {
-            tron_actors::metrics::render_trace_stats(&trace_stats)
-        }));
-        if telemetry.tracing_enabled() {
-            tracing::info!("Exporting one trace per block over OTLP");
-        }
-    }
-    let mut daemon = match DaemonHandle::start_with_metrics(config, Arc::new(client), extra).await {
-        Ok(daemon) => daemon,
-        Err(error) => {
-            tracing::error!(%error, "Could not start");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    let progress = tron_actors::progress::spawn(
-        daemon.store.clone(),
-        daemon.stats.clone(),
-        tron_actors::progress::Mode::choose(config.log.format, config.log.progress_ms),
-    );
-    tokio::select! {
-        _ = stop => {
-            drop(progress);
-            tracing::info!("Shutting down: finishing in-flight blocks");
-            match daemon.shutdown().await {
-                Ok(()) => {
-                    tracing::info!("Stopped cleanly");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    tracing::error!(%error, "Shutdown failed");
-                    ExitCode::from(EXIT_RUNTIME)
-                }
-            }
-        }
-        error = daemon.wait() => {
-            tracing::error!(%error, "Exiting");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
-}
-
-async fn sim(args: SimArgs) -> ExitCode {
-    tron_actors::telemetry::init_logs(tron_actors::config::LogFormat::Auto, tracing::Level::INFO);
-    match tron_actors::sim::serve_until(
-        args.to_params(),
-        args.faults.to_faults(),
-        args.listen,
-        shutdown_signal(),
-    )
-    .await
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(EXIT_CONFIG)
-        }
-    }
-}
-
-async fn demo(config_file: Option<PathBuf>, args: DemoArgs) -> ExitCode {
-    let mut config = match load_config(config_file) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let telemetry = match init_telemetry(&config) {
-        Ok(telemetry) => telemetry,
-        Err(code) => return code,
-    };
-    match tron_actors::demo::prepare(
-        &mut config,
-        args.history,
-        args.txs_per_block,
-        args.block_interval_ms,
-    )
-    .await
-    {
-        Ok(demo) => {
-            let stop = async {
-                match args.seconds {
-                    Some(seconds) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep(std::time::Duration::from_secs(seconds)) => {},
-                            _ = shutdown_signal() => {},
-                        }
-                    }
-                    None => shutdown_signal().await,
-                }
-            };
-            let code = tokio::select! {
-                code = follow(&config, stop, Some(&telemetry)) => code,
-                _ = demo.report_progress() => ExitCode::SUCCESS,
-            };
-            demo.finish().await;
-            telemetry.shutdown();
-            code
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
 }

@@ -114,7 +114,7 @@ fn tracer_provider(
     stats: Arc<TraceStats>,
 ) -> Result<Option<SdkTracerProvider>, TelemetryError> {
     // reqwest (HTTP export) is built without a default TLS crypto provider: install ours first.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_crypto_provider();
     let endpoint = env_or(&otel.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT");
     let endpoint = env_or(&endpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
     if endpoint.is_empty() {

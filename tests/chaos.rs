@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
-use tron_actors::sim::{SimChain, SimParams};
+use tron_sim::{SimChain, SimParams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ci_sized_chaos_run_publishes_every_event_exactly_once() {

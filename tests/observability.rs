@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tron_actors::sim::SimFaults;
+use tron_sim::SimFaults;
 
 const WAIT: Duration = Duration::from_secs(120);
 

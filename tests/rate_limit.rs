@@ -9,7 +9,7 @@ use actors::chain::ChainErrorKind;
 use common::{assert_exactly_once, test_config, wait_done, TestRedis};
 use std::collections::HashMap;
 use std::time::Duration;
-use tron_actors::sim::{SimFaults, SimParams};
+use tron_sim::{SimFaults, SimParams};
 
 const NODE_LIMIT: u32 = 40;
 
@@ -18,7 +18,7 @@ async fn under_a_node_rate_limit_the_daemon_stays_under_it_and_the_head_goes_fir
     let redis = TestRedis::start().await;
     // A live node making a block a second, answering 429 (and suspending us for 30 s) above
     // NODE_LIMIT requests a second, like TronGrid.
-    let sim = tron_actors::sim::spawn(
+    let sim = tron_sim::spawn(
         SimParams {
             seed: 11,
             history: 400,
@@ -86,7 +86,7 @@ async fn highest_published(redis: &TestRedis) -> u64 {
 /// The daemon in this process on `sim`, from `start`, keeping a handle on its node client's
 /// counters.
 async fn daemon_on(
-    sim: &tron_actors::sim::SimHandle,
+    sim: &tron_sim::SimHandle,
     redis: &TestRedis,
     start: u64,
     penalty_ms: &str,
@@ -115,7 +115,7 @@ async fn daemon_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_503s_and_their_bursts_cost_a_short_backoff_not_a_suspension() {
     let redis = TestRedis::start().await;
-    let sim = tron_actors::sim::spawn(
+    let sim = tron_sim::spawn(
         SimParams {
             seed: 7,
             history: 400,
@@ -158,7 +158,7 @@ async fn bare_503s_and_their_bursts_cost_a_short_backoff_not_a_suspension() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspension_notice_pauses_every_request_for_the_time_it_says() {
     let redis = TestRedis::start().await;
-    let sim = tron_actors::sim::spawn(
+    let sim = tron_sim::spawn(
         SimParams {
             seed: 8,
             history: 100,

@@ -16,7 +16,7 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(180);
 
 /// Syncs the head once, so that the next start sees a gap; returns the head.
-async fn first_sync(redis: &TestRedis, sim: &tron_actors::sim::SimHandle) -> u64 {
+async fn first_sync(redis: &TestRedis, sim: &tron_sim::SimHandle) -> u64 {
     let head = sim.chain().head();
     let config = test_config(&sim.url(), &redis.url(), &[]);
     let daemon = start_daemon(&config).await;
@@ -78,7 +78,7 @@ async fn a_sigkilled_daemon_restarted_mid_backlog_publishes_every_block_once() {
 async fn an_always_malformed_block_walks_the_schedule_into_dead_letters_and_requeue_brings_it_back()
 {
     let redis = TestRedis::start().await;
-    let params = tron_actors::sim::SimParams {
+    let params = tron_sim::SimParams {
         seed: 7,
         history: 20,
         txs_per_block: 5,
@@ -87,12 +87,12 @@ async fn an_always_malformed_block_walks_the_schedule_into_dead_letters_and_requ
         ..Default::default()
     };
     let bad = params.start_block + 100;
-    let faults = tron_actors::sim::SimFaults {
+    let faults = tron_sim::SimFaults {
         malformed_blocks: [bad].into_iter().collect(),
         ..Default::default()
     };
     let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let sim = tron_actors::sim::spawn(params.clone(), faults, any_port)
+    let sim = tron_sim::spawn(params.clone(), faults, any_port)
         .await
         .unwrap();
     let head = first_sync(&redis, &sim).await;
@@ -121,12 +121,12 @@ async fn an_always_malformed_block_walks_the_schedule_into_dead_letters_and_requ
 
     // The node is fixed (same chain, no fault); the operator requeues the block.
     let addr = sim.addr();
-    let advanced_params = tron_actors::sim::SimParams {
+    let advanced_params = tron_sim::SimParams {
         history: params.history + 300,
         ..params
     };
     sim.shutdown().await.unwrap();
-    let sim = tron_actors::sim::spawn(advanced_params, Default::default(), addr)
+    let sim = tron_sim::spawn(advanced_params, Default::default(), addr)
         .await
         .unwrap();
     assert_eq!(sim.chain().head(), new_head);

@@ -13,7 +13,7 @@ use common::{
 };
 use serde_json::{json, Value};
 use std::time::Duration;
-use tron_actors::sim::SimFaults;
+use tron_sim::SimFaults;
 
 const STREAM: &str = "{tron}:events";
 
@@ -227,7 +227,7 @@ async fn entry_id_with(
 }
 
 /// How many `{"Error"}` answers the simulated node gave.
-fn node_errors(sim: &tron_actors::sim::SimHandle) -> u64 {
+fn node_errors(sim: &tron_sim::SimHandle) -> u64 {
     sim.fault_counts()
         .into_iter()
         .find(|(kind, _)| *kind == "node_error")
@@ -242,7 +242,7 @@ fn node_errors(sim: &tron_actors::sim::SimHandle) -> u64 {
 /// blocks takes 208 requests (8 ranges, 200 infos), so several blocks fail at the first attempt
 /// (fewer only if an error lands on a range request, which the client then splits into one
 /// request per block) and every retry succeeds.
-async fn busy_twin() -> tron_actors::sim::SimHandle {
+async fn busy_twin() -> tron_sim::SimHandle {
     let faults = SimFaults {
         seed: 11,
         node_error_rate: 0.02,

@@ -22,6 +22,9 @@
 //!   when to poll the head)
 //! - [`model`], [`chain`], [`store`] — the data and the two traits
 //! - [`trace`] — how a span records a failure (status, error attributes, exception event)
+//! - [`address`], [`rng`] — TRON addresses and the seeded SplitMix64, shared by the product, the
+//!   simulated node (`tron-sim`) and the harnesses
+pub mod address;
 pub mod chain;
 #[cfg(test)]
 mod fakes;
@@ -31,6 +34,7 @@ pub mod model;
 pub mod poll_schedule;
 pub mod queue_worker;
 pub mod retry;
+pub mod rng;
 pub mod services;
 pub mod settings;
 pub mod store;

@@ -100,13 +100,12 @@ impl FaultHooks {
 
     /// splitmix64 over a shared counter: reproducible for a seed, lock-free across workers.
     fn draw(&self) -> u64 {
-        let mut z = self
+        // SplitMix64 (crate::rng) over an atomic state, so workers draw without a lock.
+        let state = self
             .draws
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+            .fetch_add(crate::rng::GOLDEN, Ordering::Relaxed)
+            .wrapping_add(crate::rng::GOLDEN);
+        crate::rng::mix64(state)
     }
 }
 

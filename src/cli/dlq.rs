@@ -1,8 +1,31 @@
 //! `tron-actors dlq list|requeue|purge`.
-use super::store_for;
-use crate::{load_config, DlqAction, EXIT_RUNTIME};
+use super::{load_config, open_store, CliError};
+use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub(crate) enum DlqAction {
+    /// List dead letters: block, attempts, last error, when.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead-lettered blocks back to work with a fresh retry schedule.
+    Requeue(DlqTarget),
+    /// Delete dead letters (the blocks are then never published).
+    Purge(DlqTarget),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct DlqTarget {
+    /// The block numbers.
+    pub blocks: Vec<u64>,
+    /// Every dead letter.
+    #[arg(long)]
+    pub all: bool,
+}
 
 pub(crate) fn format_time(ms: u64) -> String {
     let secs = ms / 1000;
@@ -26,15 +49,9 @@ pub(crate) fn format_time(ms: u64) -> String {
     )
 }
 
-pub(crate) async fn run(config_file: Option<PathBuf>, action: DlqAction) -> ExitCode {
-    let config = match load_config(config_file) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let store = match store_for(&config) {
-        Ok(store) => store,
-        Err(code) => return code,
-    };
+pub(crate) async fn run(config_file: Option<PathBuf>, action: DlqAction) -> Result<(), CliError> {
+    let config = load_config(config_file)?;
+    let store = open_store(&config)?;
     let result = match action {
         DlqAction::List { json } => store.dead_letters().await.map(|letters| {
             if json {
@@ -83,13 +100,7 @@ pub(crate) async fn run(config_file: Option<PathBuf>, action: DlqAction) -> Exit
             })
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: redis at {}: {error}", config.redis.url);
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
+    result.map_err(|error| CliError::Failed(format!("redis at {}: {error}", config.redis.url)))
 }
 
 fn report_dlq_action(verb: &str, asked: &[u64], done: &[u64]) {

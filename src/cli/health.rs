@@ -1,10 +1,9 @@
 //! `tron-actors health [--ready] [--url URL]`: one HTTP GET to a running daemon's operations
 //! server, so a container image needs no curl for its HEALTHCHECK.
-use crate::{load_config, EXIT_CONFIG, EXIT_RUNTIME};
+use super::{load_config, CliError};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Args)]
@@ -33,55 +32,40 @@ pub(crate) fn local_url(listen: Option<SocketAddr>, path: &str) -> Option<String
     Some(format!("http://{host}:{}{path}", addr.port()))
 }
 
-pub(crate) async fn run(config_file: Option<PathBuf>, args: HealthArgs) -> ExitCode {
+pub(crate) async fn run(config_file: Option<PathBuf>, args: HealthArgs) -> Result<(), CliError> {
     let path = if args.ready { "/readyz" } else { "/healthz" };
     let url = match args.url {
         Some(url) => url,
         None => {
-            let config = match load_config(config_file) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
-            match local_url(config.metrics.listen, path) {
-                Some(url) => url,
-                None => {
-                    eprintln!(
-                        "error: metrics.listen = \"\": no operations server to ask (set it, e.g. 0.0.0.0:9464, or give --url)"
-                    );
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            }
+            let config = load_config(config_file)?;
+            local_url(config.metrics.listen, path).ok_or_else(|| {
+                CliError::Refused(
+                    "metrics.listen = \"\": no operations server to ask (set it, e.g. 0.0.0.0:9464, or give --url)"
+                        .to_string(),
+                )
+            })?
         }
     };
-    // reqwest is built without a TLS provider; an https --url needs one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = match reqwest::Client::builder()
+    tron_actors::tls::install_crypto_provider();
+    let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(args.timeout_ms))
         .build()
-    {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("error: cannot build an HTTP client: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    match client.get(&url).send().await {
-        Ok(response) => {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            if status.is_success() {
-                print!("{body}");
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("unhealthy: {url} answered {status}: {}", body.trim());
-                ExitCode::from(EXIT_RUNTIME)
-            }
-        }
-        Err(error) => {
-            eprintln!("unhealthy: {url}: {error}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        .map_err(|error| CliError::Failed(format!("cannot build an HTTP client: {error}")))?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|error| CliError::Unhealthy(format!("{url}: {error}")))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(CliError::Unhealthy(format!(
+            "{url} answered {status}: {}",
+            body.trim()
+        )));
     }
+    print!("{body}");
+    Ok(())
 }
 
 #[cfg(test)]

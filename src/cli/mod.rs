@@ -1,30 +1,115 @@
-//! One module per subcommand that is more than a few lines.
-pub mod bench;
-pub mod chaos;
-pub mod dlq;
-pub mod health;
-pub mod run;
-pub mod status;
-pub mod verify;
+//! One module per subcommand, each owning its arguments and its handler. A handler returns
+//! `Result<(), CliError>`; the error says what to print and carries the exit code (README
+//! "Commands"): 0 fine, 1 failed while running or a check failed, 2 refused to start.
+pub(crate) mod bench;
+pub(crate) mod chaos;
+pub(crate) mod demo;
+pub(crate) mod dlq;
+pub(crate) mod health;
+pub(crate) mod run;
+pub(crate) mod sim;
+pub(crate) mod status;
+pub(crate) mod verify;
 
-use crate::EXIT_CONFIG;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tron_actors::config::Config;
+use tron_actors::store::RedisStore;
 use tron_actors::tron::TronClient;
 
-pub(crate) fn store_for(config: &Config) -> Result<tron_actors::store::RedisStore, ExitCode> {
-    tron_actors::store::RedisStore::new(&config.store_config()).map_err(|error| {
-        eprintln!("error: {error}");
-        ExitCode::from(EXIT_CONFIG)
-    })
+/// Failed while running, or a check failed.
+pub(crate) const EXIT_RUNTIME: u8 = 1;
+/// Refused to start: bad configuration or arguments.
+pub(crate) const EXIT_CONFIG: u8 = 2;
+
+/// Why a command ends with a non-zero exit code; its `Display` is the line printed to stderr.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// Bad configuration or arguments: refused to start (exit 2).
+    #[error("error: {0}")]
+    Refused(String),
+    /// Failed while running (exit 1).
+    #[error("error: {0}")]
+    Failed(String),
+    /// `health`: the daemon's endpoint did not answer 200 (exit 1).
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
+    /// `run --dry-run`: a check failed (exit 1).
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// Exit 1 and print nothing more: the output or the log already says what went wrong.
+    #[error("")]
+    Reported,
 }
 
-pub(crate) fn node_client(config: &Config) -> Result<TronClient, ExitCode> {
-    TronClient::new(config.client_config()).map_err(|error| {
-        eprintln!("error: node: {error}");
-        ExitCode::from(EXIT_CONFIG)
-    })
+impl CliError {
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Refused(_) => EXIT_CONFIG,
+            CliError::Failed(_)
+            | CliError::Unhealthy(_)
+            | CliError::NotReady(_)
+            | CliError::Reported => EXIT_RUNTIME,
+        }
+    }
+
+    /// Prints the error (unless already reported) and gives the process's exit code.
+    pub(crate) fn report(self) -> ExitCode {
+        if !matches!(self, CliError::Reported) {
+            eprintln!("{self}");
+        }
+        ExitCode::from(self.exit_code())
+    }
+}
+
+pub(crate) fn load_config(file: Option<PathBuf>) -> Result<Config, CliError> {
+    Config::load(file.as_deref()).map_err(|error| CliError::Refused(error.to_string()))
+}
+
+/// Logs, and traces when an OTLP endpoint is configured.
+pub(crate) fn init_telemetry(
+    config: &Config,
+) -> Result<tron_actors::telemetry::Telemetry, CliError> {
+    tron_actors::telemetry::init(
+        config.log.format,
+        &config.log.level,
+        &config.otel_settings(),
+    )
+    .map_err(|error| CliError::Refused(error.to_string()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub(crate) fn open_store(config: &Config) -> Result<RedisStore, CliError> {
+    RedisStore::new(&config.store_config()).map_err(|error| CliError::Refused(error.to_string()))
+}
+
+pub(crate) fn node_client(config: &Config) -> Result<TronClient, CliError> {
+    TronClient::new(config.client_config())
+        .map_err(|error| CliError::Refused(format!("node: {error}")))
 }
 
 /// A check gives up after this long, retries included, so a command never hangs on a dead host.

@@ -1,15 +1,20 @@
-//! `tron-actors run --dry-run`: everything `run` checks before it starts, and what it would do
-//! first, without starting. The configuration is loaded and validated (exit 2 naming the key),
+//! `tron-actors run`: the daemon, until SIGINT or SIGTERM (or the tree gives up).
+//!
+//! `--dry-run`: everything `run` checks before it starts, and what it would do first, without
+//! starting. The configuration is loaded and validated (exit 2 naming the key),
 //! Redis and the node must answer (exit 1 with the reason), then the plan is printed: where
 //! syncing resumes, which queues hold which blocks, which leases will be resumed.
-use super::{api_key_shown, node_client, node_head, store_for, CHECK_TIMEOUT};
-use crate::{load_config, EXIT_RUNTIME};
+use super::{
+    api_key_shown, init_telemetry, load_config, node_client, node_head, open_store,
+    shutdown_signal, CliError, CHECK_TIMEOUT,
+};
 use actors::store::Queue;
 use actors::sync_rule::{decide, TipDecision};
 use clap::Args;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::sync::Arc;
 use tron_actors::config::{redact_url, Config};
+use tron_actors::daemon::DaemonHandle;
 use tron_actors::store::{RedisStore, StoreSnapshot};
 
 #[derive(Args)]
@@ -28,20 +33,82 @@ struct RedisState {
     append_only: Option<String>,
 }
 
-pub(crate) async fn dry_run(config_file: Option<PathBuf>) -> ExitCode {
-    let config = match load_config(config_file) {
-        Ok(config) => config,
-        Err(code) => return code,
+pub(crate) async fn run(config_file: Option<PathBuf>, args: RunArgs) -> Result<(), CliError> {
+    if args.dry_run {
+        return dry_run(config_file).await;
+    }
+    let config = load_config(config_file)?;
+    let telemetry = init_telemetry(&config)?;
+    let result = follow(&config, shutdown_signal(), Some(&telemetry)).await;
+    telemetry.shutdown();
+    result
+}
+
+/// Runs the daemon until `stop` resolves (graceful shutdown) or the tree gives up.
+pub(crate) async fn follow(
+    config: &Config,
+    stop: impl std::future::Future<Output = ()>,
+    telemetry: Option<&tron_actors::telemetry::Telemetry>,
+) -> Result<(), CliError> {
+    let client = node_client(config)?;
+    tracing::info!(
+        node = %redact_url(&config.node.url),
+        redis = %redact_url(&config.redis.url),
+        prefix = %config.redis.prefix,
+        start = %config.sync.start_block.map_or_else(|| "last synced, or the head on a first run".to_string(), |b| format!("block {b} on a first run")),
+        "Starting tron-actors"
+    );
+    let node_metrics = client.clone();
+    let mut extra: Vec<tron_actors::metrics::ExtraMetrics> =
+        vec![Arc::new(move || node_metrics.stats().render_prometheus())];
+    if let Some(telemetry) = telemetry {
+        let trace_stats = telemetry.stats.clone();
+        extra.push(Arc::new(move || {
+            tron_actors::metrics::render_trace_stats(&trace_stats)
+        }));
+        if telemetry.tracing_enabled() {
+            tracing::info!("Exporting one trace per block over OTLP");
+        }
+    }
+    let mut daemon = match DaemonHandle::start_with_metrics(config, Arc::new(client), extra).await {
+        Ok(daemon) => daemon,
+        Err(error) => {
+            tracing::error!(%error, "Could not start");
+            return Err(CliError::Reported);
+        }
     };
+    let progress = tron_actors::progress::spawn(
+        daemon.store.clone(),
+        daemon.stats.clone(),
+        tron_actors::progress::Mode::choose(config.log.format, config.log.progress_ms),
+    );
+    tokio::select! {
+        _ = stop => {
+            drop(progress);
+            tracing::info!("Shutting down: finishing in-flight blocks");
+            match daemon.shutdown().await {
+                Ok(()) => {
+                    tracing::info!("Stopped cleanly");
+                    Ok(())
+                }
+                Err(error) => {
+                    tracing::error!(%error, "Shutdown failed");
+                    Err(CliError::Reported)
+                }
+            }
+        }
+        error = daemon.wait() => {
+            tracing::error!(%error, "Exiting");
+            Err(CliError::Reported)
+        }
+    }
+}
+
+async fn dry_run(config_file: Option<PathBuf>) -> Result<(), CliError> {
+    let config = load_config(config_file)?;
     tron_actors::telemetry::init_logs(config.log.format, tracing::Level::ERROR);
-    let store = match store_for(&config) {
-        Ok(store) => store,
-        Err(code) => return code,
-    };
-    let client = match node_client(&config) {
-        Ok(client) => client,
-        Err(code) => return code,
-    };
+    let store = open_store(&config)?;
+    let client = node_client(&config)?;
     println!("configuration: valid");
     print!("{}", describe_config(&config));
     let (redis, head) = tokio::join!(read_redis(&store), node_head(&client));
@@ -74,12 +141,13 @@ pub(crate) async fn dry_run(config_file: Option<PathBuf>) -> ExitCode {
         }
     }
     let (Ok(state), Ok(head)) = (redis, head) else {
-        eprintln!("not ready: `run` would start, but could not work until the above is fixed");
-        return ExitCode::from(EXIT_RUNTIME);
+        return Err(CliError::NotReady(
+            "`run` would start, but could not work until the above is fixed".to_string(),
+        ));
     };
     print!("{}", plan(&config, &state, head.number));
     println!("ready: `run` would start as above");
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 fn describe_config(config: &Config) -> String {

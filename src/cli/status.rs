@@ -1,13 +1,13 @@
 //! `tron-actors status [--json]`: the sync state as Redis and the node see it. It reads, never
 //! writes, and works whether the daemon runs or not. When one side does not answer, what the
 //! other side knows is still printed, and the exit status is 1.
-use super::{api_key_shown, node_client, node_head, store_for, CHECK_TIMEOUT};
-use crate::{load_config, EXIT_RUNTIME};
+use super::{
+    api_key_shown, load_config, node_client, node_head, open_store, CliError, CHECK_TIMEOUT,
+};
 use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use tron_actors::config::redact_url;
 use tron_actors::store::RedisStore;
 
@@ -80,20 +80,11 @@ struct StreamStatus {
     memory_bytes: Option<u64>,
 }
 
-pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> ExitCode {
-    let config = match load_config(config_file) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> Result<(), CliError> {
+    let config = load_config(config_file)?;
     tron_actors::telemetry::init_logs(config.log.format, tracing::Level::ERROR);
-    let store = match store_for(&config) {
-        Ok(store) => store,
-        Err(code) => return code,
-    };
-    let client = match node_client(&config) {
-        Ok(client) => client,
-        Err(code) => return code,
-    };
+    let store = open_store(&config)?;
+    let client = node_client(&config)?;
     let (head, sync) = tokio::join!(node_head(&client), read_sync(&store));
     let (sync, used_memory, redis_error) = match sync {
         Ok((sync, used_memory)) => (Some(sync), used_memory, None),
@@ -129,20 +120,17 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> ExitC
             .map(|last| head.timestamp_ms.saturating_sub(last) as f64 / 1000.0);
     }
     if args.json {
-        match serde_json::to_string_pretty(&status) {
-            Ok(json) => println!("{json}"),
-            Err(error) => {
-                eprintln!("error: cannot render the status as JSON: {error}");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-        }
+        let json = serde_json::to_string_pretty(&status).map_err(|error| {
+            CliError::Failed(format!("cannot render the status as JSON: {error}"))
+        })?;
+        println!("{json}");
     } else {
         print!("{}", table(&status));
     }
     if status.node.error.is_some() || status.redis.error.is_some() {
-        ExitCode::from(EXIT_RUNTIME)
+        Err(CliError::Reported)
     } else {
-        ExitCode::SUCCESS
+        Ok(())
     }
 }
 

@@ -80,9 +80,7 @@ impl TronClient {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ClientBuildError::Url(config.url.clone()));
         }
-        // reqwest is built without a crypto provider and panics on https without one; another
-        // part of the program may have installed it already, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_crypto_provider();
 
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = &config.api_key {

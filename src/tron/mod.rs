@@ -6,7 +6,8 @@
 //! (its spans in a block's trace), `stats` (its counters and their Prometheus text).
 //!
 //! [`Chain`]: actors::chain::Chain
-pub mod address;
+/// TRON addresses live in the `actors` crate, shared with the simulated node.
+pub use actors::address;
 pub mod client;
 mod config;
 pub mod decode;

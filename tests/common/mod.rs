@@ -2,12 +2,15 @@
 //! wait-until helper.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cli;
+
 use actors::model::{Block, BlockHeader, Event, EventBody};
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
-use tron_actors::local_redis::LocalRedis;
 use tron_actors::store::{RedisStore, RedisStoreConfig};
+use tron_actors::tools::child::{DaemonChild, DaemonCommand};
+use tron_actors::tools::local_redis::LocalRedis;
 
 pub struct TestRedis {
     pub server: LocalRedis,
@@ -160,22 +163,22 @@ pub fn expected_fields(block: &Block) -> Vec<HashMap<String, String>> {
 }
 
 /// A simulated node whose head only moves when the test says so.
-pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_actors::sim::SimHandle {
-    frozen_sim_with_faults(history, txs_per_block, tron_actors::sim::SimFaults::none()).await
+pub async fn frozen_sim(history: u64, txs_per_block: u32) -> tron_sim::SimHandle {
+    frozen_sim_with_faults(history, txs_per_block, tron_sim::SimFaults::none()).await
 }
 
 /// The head of a `frozen_sim` before it is advanced, known before it starts (to aim faults).
 pub fn frozen_sim_head(history: u64) -> u64 {
-    tron_actors::sim::SimParams::default().start_block + history - 1
+    tron_sim::SimParams::default().start_block + history - 1
 }
 
 /// [`frozen_sim`] with faults: the same chain (same blocks, same hashes) served badly.
 pub async fn frozen_sim_with_faults(
     history: u64,
     txs_per_block: u32,
-    faults: tron_actors::sim::SimFaults,
-) -> tron_actors::sim::SimHandle {
-    let params = tron_actors::sim::SimParams {
+    faults: tron_sim::SimFaults,
+) -> tron_sim::SimHandle {
+    let params = tron_sim::SimParams {
         seed: 7,
         history,
         txs_per_block,
@@ -183,7 +186,7 @@ pub async fn frozen_sim_with_faults(
         genesis_ms: Some(1_700_000_000_000),
         ..Default::default()
     };
-    tron_actors::sim::spawn(
+    tron_sim::spawn(
         params,
         faults,
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -233,7 +236,7 @@ pub async fn start_daemon(
 /// the events the simulated node says it holds, contiguous and in order within the block.
 pub async fn assert_exactly_once(
     redis: &TestRedis,
-    sim: &tron_actors::sim::SimHandle,
+    sim: &tron_sim::SimHandle,
     from: u64,
     to: u64,
 ) -> Vec<Entry> {
@@ -311,15 +314,12 @@ pub async fn wait_done(store: &RedisStore, from: u64, to: u64, limit: Duration) 
 
 /// The daemon as a separate process (the real binary), configured by environment variables
 /// only, as a container runs it.
-pub struct DaemonProcess {
-    pub child: tokio::process::Child,
-}
+pub struct DaemonProcess(DaemonChild);
 
 impl DaemonProcess {
+    /// `tron-actors run` against this node and Redis, polling fast, plus `extra_env`.
     pub fn spawn(node_url: &str, redis_url: &str, extra_env: &[(&str, &str)]) -> DaemonProcess {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tron-actors"));
-        command
-            .arg("run")
+        let child = DaemonCommand::new(env!("CARGO_BIN_EXE_tron-actors"))
             .env("TRON_ACTORS_NODE__URL", node_url)
             .env("TRON_ACTORS_REDIS__URL", redis_url)
             .env("TRON_ACTORS_SYNC__POLL_MIN_MS", "50")
@@ -327,34 +327,23 @@ impl DaemonProcess {
             .env("TRON_ACTORS_SYNC__IDLE_MS", "50")
             .env("TRON_ACTORS_LOG__FORMAT", "json")
             .env("TRON_ACTORS_METRICS__LISTEN", "127.0.0.1:0")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
-        for (key, value) in extra_env {
-            command.env(key, value);
-        }
-        DaemonProcess {
-            child: command.spawn().unwrap(),
-        }
+            .envs(extra_env.iter().copied())
+            .spawn()
+            .unwrap();
+        DaemonProcess(child)
     }
 
     /// SIGKILL, as a crash or power loss would.
     pub async fn kill(&mut self) {
-        self.child.kill().await.unwrap();
+        self.0.kill().await;
     }
 
     /// SIGTERM, then the exit status.
     pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().unwrap().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        tokio::time::timeout(limit, self.child.wait())
+        self.0
+            .terminate(limit)
             .await
             .expect("the daemon did not exit after SIGTERM")
-            .unwrap()
     }
 }
 

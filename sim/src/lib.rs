@@ -2,7 +2,7 @@
 //! against.
 //!
 //! Layout:
-//! - `rng`: the deterministic PRNG every choice comes from;
+//! - [`actors::rng`]: the deterministic PRNG every choice comes from, keyed by a `domain`;
 //! - [`model`]: what a block's transactions *are*, a pure function of (seed, number);
 //! - `json`: the node's JSON for a block and its transaction infos, rendered from the model;
 //! - `expected`: the events a block must yield (docs/EVENTS.md), rendered from the same model,
@@ -16,8 +16,17 @@ mod expected;
 pub mod faults;
 mod json;
 pub mod model;
-mod rng;
 pub mod server;
+
+/// Domains keep the PRNG streams of different purposes apart even for equal numbers.
+pub(crate) mod domain {
+    pub const ADDRESSES: u64 = 1;
+    pub const HEADER: u64 = 2;
+    pub const TXS: u64 = 3;
+    pub const TX_ID: u64 = 4;
+    pub const FORK: u64 = 5;
+    pub const FAULTS: u64 = 6;
+}
 
 #[cfg(test)]
 mod tests;

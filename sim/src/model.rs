@@ -5,8 +5,9 @@
 
 use std::sync::OnceLock;
 
-use super::rng::{domain, key, mix64, Rng};
-use crate::tron::address::base58check;
+use crate::domain;
+use actors::address::base58check;
+use actors::rng::{key, mix64, Rng};
 
 /// Index of an address in the [`AddressBook`].
 pub type AddrId = u32;
@@ -343,6 +344,25 @@ pub struct CallValue {
 }
 
 impl TxKind {
+    /// Every [`TxKind::label`]: what a test must see to have seen every kind.
+    pub const LABELS: [&'static str; 15] = [
+        "trx",
+        "trc10",
+        "trc20",
+        "approval",
+        "trc721",
+        "call",
+        "call_with_value",
+        "failed_revert",
+        "failed_out_of_energy",
+        "FreezeBalanceV2Contract",
+        "UnfreezeBalanceV2Contract",
+        "VoteWitnessContract",
+        "DelegateResourceContract",
+        "WithdrawExpireUnfreezeContract",
+        "AccountCreateContract",
+    ];
+
     /// A short label per kind of transaction, for tests and statistics.
     pub fn label(&self) -> &'static str {
         match self {

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 
-use super::expected;
-use super::json::{self, Ctx};
-use super::model::{block_id, draw_header, generate_txs, AddressBook, SimBlock};
-use super::rng::{domain, key, Rng};
-use super::SimError;
+use crate::domain;
+use crate::expected;
+use crate::json::{self, Ctx};
+use crate::model::{block_id, draw_header, generate_txs, AddressBook, SimBlock};
+use crate::SimError;
+use actors::rng::{key, Rng};
 
 /// How far the irreversible ("solidified") head trails the head, as on mainnet.
 pub const SOLID_LAG: u64 = 19;
@@ -24,34 +25,61 @@ const FORK_WINDOW: u64 = 32;
 /// worker within milliseconds, so a few dozen suffice. One 300-tx block is about 0.5 MB.
 const CACHE_BLOCKS: usize = 64;
 
-/// The chain's shape. Every field has a default fit for a demo.
-#[derive(Clone, Debug, PartialEq)]
+/// The chain's shape. Every field has a default fit for a demo; the `sim` command takes the
+/// first ones as flags (`help` is the flag's text, the doc the field's).
+#[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct SimParams {
     /// Seeds every block's content. Default 42.
+    #[arg(
+        long,
+        default_value_t = 42,
+        help = "Seeds every block's content: the same seed gives the same chain"
+    )]
     pub seed: u64,
     /// The first block that exists; below it the node answers `{}`. Default 60,000,000.
+    #[arg(
+        long,
+        default_value_t = 60_000_000,
+        help = "The first block that exists"
+    )]
     pub start_block: u64,
     /// Blocks that exist at start: the head at start is `start_block + history - 1`. Default 100.
+    #[arg(long, default_value_t = 100, help = "Blocks already produced at start")]
     pub history: u64,
     /// Time between blocks, in ms. Default 3000.
+    #[arg(long, default_value_t = 3000, help = "Time between blocks")]
     pub block_interval_ms: u64,
     /// Average transactions per block (actual counts vary ±20%, ~5% of blocks are empty).
     /// Default 300.
+    #[arg(
+        long,
+        default_value_t = 300,
+        help = "Average transactions per block (mainnet: about 300)"
+    )]
     pub txs_per_block: u32,
     /// Timestamp of `start_block`, in ms. `None` (default): chosen at start so that the head's
     /// timestamp is about now. Give it to get byte-identical JSON across runs.
+    #[arg(skip)]
     pub genesis_ms: Option<u64>,
     /// When true the head does not move with time, only through [`SimChain::advance`]. Default
     /// false.
+    #[arg(skip)]
     pub frozen: bool,
     /// Chance (0..1) that a window of 32 blocks starts with a fork: its first blocks are first
     /// served in another version, then replaced once the head passes them. Default 0.
+    #[arg(skip)]
     pub fork_rate: f64,
     /// Forks replace 1 to this many blocks (at most 19, so irreversible blocks never change).
     /// Default 3.
+    #[arg(skip = 3_u64)]
     pub max_fork_depth: u64,
     /// When set, every node API request must carry it as `TRON-PRO-API-KEY` or get TronGrid's
     /// 401, so tests can prove the daemon sends the key on every request. Default none.
+    #[arg(
+        long,
+        value_name = "KEY",
+        help = "Answer 401, as TronGrid does, to every node request without this TRON-PRO-API-KEY"
+    )]
     pub api_key: Option<String>,
 }
 

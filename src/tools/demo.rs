@@ -3,12 +3,12 @@
 //! (the configured one when it answers, else a private redis-server), and progress lines.
 
 use crate::config::Config;
-use crate::local_redis::{is_reachable, LocalRedis, LocalRedisError};
-use crate::sim::{SimFaults, SimHandle, SimParams};
 use crate::store::RedisStore;
+use crate::tools::local_redis::{is_reachable, LocalRedis, LocalRedisError};
 use actors::store::{Queue, Store};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tron_sim::{SimFaults, SimHandle, SimParams};
 
 /// The demo writes under its own prefix so it never touches a real deployment's keys.
 pub const DEMO_PREFIX: &str = "{tron-demo}";
@@ -16,7 +16,7 @@ pub const DEMO_PREFIX: &str = "{tron-demo}";
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("simulated node: {0}")]
-    Sim(#[from] crate::sim::SimError),
+    Sim(#[from] tron_sim::SimError),
     #[error("{0}")]
     Redis(#[from] LocalRedisError),
     #[error("redis: {0}")]
@@ -45,7 +45,7 @@ pub async fn prepare(
         ..SimParams::default()
     };
     let first_block = params.start_block;
-    let sim = crate::sim::spawn(
+    let sim = tron_sim::spawn(
         params,
         SimFaults::none(),
         SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -1,18 +1,19 @@
-//! Tests of the simulated node: the chain model and its two renderings, then the server over
-//! real HTTP on 127.0.0.1:0.
+//! Tests of the simulated node: the chain model and its JSON, then the server over real HTTP on
+//! 127.0.0.1:0. That the JSON decodes to exactly the expected events is checked with the
+//! production decoder, in the root crate's `tests/decoder.rs`.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 
-use actors::model::{Block, Event, EventBody};
+use actors::model::{Block, EventBody};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::model::TxKind;
-use super::*;
-use crate::tron::address::{hex_to_base58, topic_to_base58};
+use crate::model::TxKind;
+use crate::*;
+use actors::address::hex_to_base58;
 
 const START: u64 = 1_000;
 /// A multiple of 3000, as mainnet timestamps are.
@@ -38,33 +39,6 @@ fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
-// ---- an independent decoder, straight from docs/EVENTS.md, to check the JSON against the model
-
-fn hex_bytes(s: &str) -> Vec<u8> {
-    crate::tron::address::hex_to_bytes(s).unwrap()
-}
-
-/// Decimal of a big-endian unsigned number of any size.
-fn decimal(bytes: &[u8]) -> String {
-    let mut digits = vec![0u8]; // little-endian decimal digits
-    for &b in bytes {
-        let mut carry = u32::from(b);
-        for d in digits.iter_mut() {
-            let v = u32::from(*d) * 256 + carry;
-            *d = (v % 10) as u8;
-            carry = v / 10;
-        }
-        while carry > 0 {
-            digits.push((carry % 10) as u8);
-            carry /= 10;
-        }
-    }
-    while digits.len() > 1 && digits.last() == Some(&0) {
-        digits.pop();
-    }
-    digits.iter().rev().map(|d| char::from(b'0' + d)).collect()
-}
-
 fn text(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
 }
@@ -72,160 +46,6 @@ fn text(v: &Value, key: &str) -> String {
 fn num(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
-
-fn decode(block: &Value, infos: &Value) -> Block {
-    let raw = &block["block_header"]["raw_data"];
-    let header = actors::model::BlockHeader {
-        number: num(raw, "number"),
-        hash: text(block, "blockID"),
-        parent_hash: text(raw, "parentHash"),
-        timestamp_ms: num(raw, "timestamp"),
-    };
-    let txs = block
-        .get("transactions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let infos = infos.as_array().unwrap();
-    assert_eq!(txs.len(), infos.len());
-    let mut events = Vec::new();
-    for (tx, info) in txs.iter().zip(infos) {
-        let id = text(tx, "txID");
-        assert_eq!(id, text(info, "id"));
-        let ret = text(&tx["ret"][0], "contractRet");
-        if (!ret.is_empty() && ret != "SUCCESS") || text(info, "result") == "FAILED" {
-            continue;
-        }
-        let push = |events: &mut Vec<Event>, suffix: String, body| {
-            events.push(Event {
-                uid: format!("{id}_{suffix}"),
-                tx: id.clone(),
-                body,
-            })
-        };
-        let contract = &tx["raw_data"]["contract"][0];
-        let value = &contract["parameter"]["value"];
-        let b58 = |key: &str| hex_to_base58(&text(value, key)).unwrap();
-        match contract["type"].as_str().unwrap() {
-            "TransferContract" => push(
-                &mut events,
-                "trx".into(),
-                EventBody::TrxTransfer {
-                    from: b58("owner_address"),
-                    to: b58("to_address"),
-                    value: num(value, "amount").to_string(),
-                },
-            ),
-            "TransferAssetContract" => push(
-                &mut events,
-                "trc10".into(),
-                EventBody::Trc10Transfer {
-                    from: b58("owner_address"),
-                    to: b58("to_address"),
-                    value: num(value, "amount").to_string(),
-                    token: String::from_utf8(hex_bytes(&text(value, "asset_name"))).unwrap(),
-                },
-            ),
-            "TriggerSmartContract" if num(value, "call_value") > 0 => push(
-                &mut events,
-                "trx".into(),
-                EventBody::TrxTransfer {
-                    from: b58("owner_address"),
-                    to: b58("contract_address"),
-                    value: num(value, "call_value").to_string(),
-                },
-            ),
-            _ => {}
-        }
-        let logs = info
-            .get("log")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for (i, log) in logs.iter().enumerate() {
-            let contract = hex_to_base58(&text(log, "address")).unwrap();
-            let topics: Vec<String> = log
-                .get("topics")
-                .and_then(Value::as_array)
-                .map(|t| t.iter().map(|x| x.as_str().unwrap().to_string()).collect())
-                .unwrap_or_default();
-            let data = text(log, "data");
-            let t0 = topics.first().map(String::as_str).unwrap_or("");
-            let transfer = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef";
-            let approval = "8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925";
-            let body = if t0 == transfer && topics.len() == 3 && data.len() == 64 {
-                EventBody::Trc20Transfer {
-                    contract,
-                    from: topic_to_base58(&topics[1]).unwrap(),
-                    to: topic_to_base58(&topics[2]).unwrap(),
-                    value: decimal(&hex_bytes(&data)),
-                }
-            } else if t0 == transfer && topics.len() == 4 && data.is_empty() {
-                EventBody::Trc721Transfer {
-                    contract,
-                    from: topic_to_base58(&topics[1]).unwrap(),
-                    to: topic_to_base58(&topics[2]).unwrap(),
-                    token_id: decimal(&hex_bytes(&topics[3])),
-                }
-            } else if t0 == approval && topics.len() == 3 && data.len() == 64 {
-                EventBody::Approval {
-                    contract,
-                    owner: topic_to_base58(&topics[1]).unwrap(),
-                    spender: topic_to_base58(&topics[2]).unwrap(),
-                    value: decimal(&hex_bytes(&data)),
-                }
-            } else {
-                EventBody::Log {
-                    contract,
-                    topics,
-                    data,
-                }
-            };
-            push(&mut events, i.to_string(), body);
-        }
-        let internals = info
-            .get("internal_transactions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for (j, internal) in internals.iter().enumerate() {
-            if internal.get("rejected").and_then(Value::as_bool) == Some(true) {
-                continue;
-            }
-            let values = internal["callValueInfo"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for (k, cv) in values.iter().enumerate() {
-                let amount = num(cv, "callValue");
-                if amount == 0 {
-                    continue;
-                }
-                let suffix = if k == 0 {
-                    format!("int{j}")
-                } else {
-                    format!("int{j}.{k}")
-                };
-                push(
-                    &mut events,
-                    suffix,
-                    EventBody::InternalTransfer {
-                        from: hex_to_base58(&text(internal, "caller_address")).unwrap(),
-                        to: hex_to_base58(&text(internal, "transferTo_address")).unwrap(),
-                        value: amount.to_string(),
-                        token: cv
-                            .get("tokenId")
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
-                    },
-                );
-            }
-        }
-    }
-    Block { header, events }
-}
-
-// ---- the chain model and its renderings
 
 #[test]
 fn same_seed_same_block_different_seed_different_block() {
@@ -298,18 +118,6 @@ fn auto_genesis_puts_the_head_at_now() {
 }
 
 #[test]
-fn json_decodes_to_exactly_the_expected_events() {
-    let c = chain(11, 300);
-    for n in START..START + 30 {
-        let decoded = decode(
-            &parse(&c.block_json(n).unwrap()),
-            &parse(&c.infos_json(n).unwrap()),
-        );
-        assert_eq!(decoded, c.expected_block(n).unwrap(), "block {n}");
-    }
-}
-
-#[test]
 fn empty_blocks_have_no_transactions_key_and_no_infos() {
     let c = chain(5, 20);
     let empty: Vec<u64> = (START..START + 200)
@@ -375,23 +183,7 @@ fn the_mix_has_every_kind_and_trc20_dominates() {
             }
         }
     }
-    for label in [
-        "trx",
-        "trc10",
-        "trc20",
-        "approval",
-        "trc721",
-        "call",
-        "call_with_value",
-        "failed_revert",
-        "failed_out_of_energy",
-        "FreezeBalanceV2Contract",
-        "UnfreezeBalanceV2Contract",
-        "VoteWitnessContract",
-        "DelegateResourceContract",
-        "WithdrawExpireUnfreezeContract",
-        "AccountCreateContract",
-    ] {
+    for label in TxKind::LABELS {
         assert!(labels.contains_key(label), "no {label} in {labels:?}");
     }
     let share = labels["trc20"] as f64 / total as f64;
@@ -442,7 +234,7 @@ fn failed_transactions_say_so_and_yield_nothing() {
                 assert_eq!(text(info, "result"), "FAILED");
                 assert_eq!(text(&info["receipt"], "result"), reason.contract_ret());
                 assert!(!text(info, "resMessage").is_empty());
-                let id = crate::tron::address::bytes_to_hex(&tx.id);
+                let id = actors::address::bytes_to_hex(&tx.id);
                 assert!(expected.events.iter().all(|e| e.tx != id));
             } else {
                 assert_eq!(ret, "SUCCESS");
@@ -567,6 +359,21 @@ fn forks_serve_another_version_then_replace_it() {
     assert_ne!(
         c.expected_block_at(start, head),
         c.expected_block_at(start, after)
+    );
+}
+
+#[test]
+fn the_flags_default_to_the_defaults() {
+    use clap::{Args, FromArgMatches};
+    let command = SimFaults::augment_args(SimParams::augment_args(clap::Command::new("sim")));
+    let matches = command.get_matches_from(["sim"]);
+    assert_eq!(
+        SimParams::from_arg_matches(&matches).unwrap(),
+        SimParams::default()
+    );
+    assert_eq!(
+        SimFaults::from_arg_matches(&matches).unwrap(),
+        SimFaults::default()
     );
 }
 

@@ -3,8 +3,8 @@
 
 use actors::model::{Block, BlockHeader, Event, EventBody};
 
-use super::json::to_hex as bytes_to_hex;
-use super::model::{AddressBook, SimBlock, SimInternal, SimLog, TxKind};
+use crate::json::to_hex as bytes_to_hex;
+use crate::model::{AddressBook, SimBlock, SimInternal, SimLog, TxKind};
 
 pub(crate) fn expected_block(book: &AddressBook, block: &SimBlock) -> Block {
     let mut events = Vec::new();

@@ -4,11 +4,11 @@
 //! nothing needs escaping. Like the real node, fields holding a default value (0, empty, false)
 //! are left out.
 
-use super::model::{
+use crate::model::{
     block_id, AddrId, AddressBook, FailReason, SimBlock, SimInternal, SimLog, SimTx, SystemTx,
     TxKind, Uint256, APPROVAL_TOPIC, TRANSFER_TOPIC,
 };
-use super::rng::Rng;
+use actors::rng::Rng;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::rng::{domain, key, Rng};
-use super::SimError;
+use crate::domain;
+use crate::SimError;
+use actors::rng::{key, Rng};
 
 /// TronGrid's answer when a key goes over its rate: it says how long the key is suspended, in
 /// whole seconds (rounded up here, so a client that waits as told never knocks too early).
@@ -19,47 +20,151 @@ pub fn suspension_body(left: Duration) -> String {
     )
 }
 
-/// What can go wrong, and how often. Rates are chances per request, within 0..1.
-#[derive(Clone, Debug, PartialEq)]
+/// What can go wrong, and how often. Rates are chances per request, within 0..1. The `sim`
+/// command takes every field as a `--fault-*` flag (`help` is the flag's text, the doc the field's).
+#[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct SimFaults {
     /// Seeds the fault draws. Default 0.
+    #[arg(
+        id = "fault_seed",
+        long = "fault-seed",
+        value_name = "FAULT_SEED",
+        default_value_t = 0,
+        help = "Seeds which request gets which fault"
+    )]
     pub seed: u64,
     /// HTTP 500.
+    #[arg(
+        long = "fault-500",
+        value_name = "FAULT_500",
+        default_value_t = 0.0,
+        help = "Chance per request of an HTTP 500"
+    )]
     pub http_500_rate: f64,
     /// A bare HTTP 503 (a proxy or load balancer), this request alone.
+    #[arg(
+        long = "fault-503",
+        value_name = "FAULT_503",
+        default_value_t = 0.0,
+        help = "Chance per request of a bare HTTP 503 (as a proxy or load balancer answers)"
+    )]
     pub http_503_rate: f64,
     /// A request starts a burst: every request answers a bare 503 for `http_503_burst_ms`.
+    #[arg(
+        long = "fault-503-burst",
+        value_name = "FAULT_503_BURST",
+        default_value_t = 0.0,
+        help = "Chance per request of starting a burst of bare 503s to every request"
+    )]
     pub http_503_burst_rate: f64,
     /// Default 2,000 ms.
+    #[arg(
+        long = "burst-ms",
+        value_name = "BURST_MS",
+        default_value_t = 2_000,
+        help = "Length of a burst of bare 503s"
+    )]
     pub http_503_burst_ms: u64,
     /// HTTP 503 with TronGrid's suspension notice, then a penalty (as a 429).
+    #[arg(
+        long = "fault-503-suspend",
+        value_name = "FAULT_503_SUSPEND",
+        default_value_t = 0.0,
+        help = "Chance per request of an HTTP 503 with TronGrid's suspension notice, then a penalty"
+    )]
     pub http_503_suspend_rate: f64,
     /// HTTP 429 with TronGrid's body, then a penalty.
+    #[arg(
+        long = "fault-429",
+        value_name = "FAULT_429",
+        default_value_t = 0.0,
+        help = "Chance per request of an HTTP 429 with TronGrid's body, then a penalty"
+    )]
     pub http_429_rate: f64,
     /// HTTP 403 with TronGrid's body, then a penalty.
+    #[arg(
+        long = "fault-403",
+        value_name = "FAULT_403",
+        default_value_t = 0.0,
+        help = "Chance per request of an HTTP 403 with TronGrid's body, then a penalty"
+    )]
     pub http_403_rate: f64,
     /// After a 429/403 or a suspending 503, every request answers 429 (with the time left in
     /// TronGrid's notice) for this long. Default 30,000 ms.
+    #[arg(
+        long = "penalty-ms",
+        value_name = "PENALTY_MS",
+        default_value_t = 30_000,
+        help = "Penalty after a 429/403 or a suspending 503, during which every request answers 429"
+    )]
     pub penalty_ms: u64,
     /// Answers delayed by `slow_ms`.
+    #[arg(
+        long = "fault-slow",
+        value_name = "FAULT_SLOW",
+        default_value_t = 0.0,
+        help = "Chance per request of a slow answer"
+    )]
     pub slow_rate: f64,
     /// Default 2,000 ms.
+    #[arg(
+        long = "slow-ms",
+        value_name = "SLOW_MS",
+        default_value_t = 2_000,
+        help = "Delay of a slow answer"
+    )]
     pub slow_ms: u64,
     /// The connection is reset (TCP RST) instead of answering.
+    #[arg(
+        long = "fault-reset",
+        value_name = "FAULT_RESET",
+        default_value_t = 0.0,
+        help = "Chance per request of a connection reset"
+    )]
     pub reset_rate: f64,
     /// The JSON answer is cut in half.
+    #[arg(
+        long = "fault-truncate",
+        value_name = "FAULT_TRUNCATE",
+        default_value_t = 0.0,
+        help = "Chance per request of a truncated JSON body"
+    )]
     pub truncate_rate: f64,
     /// `{}` for a block that exists (a lagging node behind the load balancer).
+    #[arg(
+        long = "fault-empty-block",
+        value_name = "FAULT_EMPTY_BLOCK",
+        default_value_t = 0.0,
+        help = "Chance per request of `{}` for a block that exists"
+    )]
     pub empty_block_rate: f64,
     /// `[]` infos for a block that has transactions.
+    #[arg(
+        long = "fault-empty-infos",
+        value_name = "FAULT_EMPTY_INFOS",
+        default_value_t = 0.0,
+        help = "Chance per request of `[]` infos for a block that has transactions"
+    )]
     pub empty_infos_rate: f64,
     /// HTTP 200 `{"Error": ...}`.
+    #[arg(
+        long = "fault-node-error",
+        value_name = "FAULT_NODE_ERROR",
+        default_value_t = 0.0,
+        help = "Chance per request of an HTTP 200 `{\"Error\": ...}` body"
+    )]
     pub node_error_rate: f64,
     /// Blocks whose block and infos answers are ALWAYS unparsable: they can only be
     /// dead-lettered.
+    #[arg(long, value_name = "MALFORMED_BLOCKS", value_parser = parse_block_list, default_value = "", hide_default_value = true, help = "Blocks whose answers are always malformed (comma-separated)")]
     pub malformed_blocks: BTreeSet<u64>,
     /// Requests per second over which the node answers 429 and starts a penalty, like
     /// TronGrid. `None` (default): no limit.
+    #[arg(
+        long = "max-rps",
+        value_name = "MAX_RPS",
+        help = "Requests per second over which the node answers 429 (like TronGrid)"
+    )]
     pub max_requests_per_sec: Option<u32>,
 }
 

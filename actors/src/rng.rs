@@ -1,74 +1,72 @@
-//! A tiny deterministic PRNG (SplitMix64). Every random choice of the simulator comes from a
-//! stream keyed by (seed, domain, block number, ...), so any block can be regenerated alone, in any
-//! order, and always comes out the same.
+//! A tiny deterministic PRNG (SplitMix64), the one every seeded choice comes from: the simulated
+//! node's blocks and faults, the chaos plan, the injected worker panics. A seed gives the same
+//! sequence everywhere, so a seeded run can be replayed. The simulator keys a stream by (seed,
+//! domain, block number, ...), so any block can be regenerated alone, in any order, and always
+//! comes out the same.
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+/// The SplitMix64 increment.
+pub const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The SplitMix64 finalizer. It is a bijection on `u64`, which is what makes transaction ids
 /// built from an injective (block, index) key unique.
-pub(crate) fn mix64(mut z: u64) -> u64 {
+pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
 /// Folds several words into one stream key.
-pub(crate) fn key(parts: &[u64]) -> u64 {
+pub fn key(parts: &[u64]) -> u64 {
     parts.iter().fold(0x6A09_E667_F3BC_C908, |h, &p| {
         mix64(h ^ p).wrapping_add(GOLDEN)
     })
 }
 
-/// Domains keep the streams of different purposes apart even for equal numbers.
-pub(crate) mod domain {
-    pub const ADDRESSES: u64 = 1;
-    pub const HEADER: u64 = 2;
-    pub const TXS: u64 = 3;
-    pub const TX_ID: u64 = 4;
-    pub const FORK: u64 = 5;
-    pub const FAULTS: u64 = 6;
-}
-
 #[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(GOLDEN);
         mix64(self.0)
     }
 
     /// Uniform in `0..n` (0 when `n` is 0), without modulo bias worth caring about.
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
     /// Uniform in `lo..=hi`.
-    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi.saturating_sub(lo).saturating_add(1))
     }
 
     /// Uniform in `[0, 1)`.
-    pub(crate) fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    pub(crate) fn chance(&mut self, p: f64) -> bool {
+    /// Uniform in `[lo, hi)`.
+    pub fn between(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
 
-    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
+    pub fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let word = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&word[..chunk.len()]);
         }
     }
 
-    pub(crate) fn bytes<const N: usize>(&mut self) -> [u8; N] {
+    pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
         let mut out = [0u8; N];
         self.fill(&mut out);
         out

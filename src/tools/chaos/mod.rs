@@ -1,0 +1,204 @@
+//! `tron-actors chaos`: the exactly-once promise under fire. A simulated node with faults on and
+//! a backlog to catch up plus a moving head; a private redis-server with AOF; the daemon as a
+//! child process of this same binary. While it works, a seeded plan SIGKILLs the daemon (then
+//! starts it again) and SIGKILLs redis-server (then starts it again on its AOF), and the daemon's
+//! workers panic at random (`faults.panic_one_in`). When every block of the range is done, the
+//! daemon is stopped with SIGTERM and [`crate::verify`] checks the whole range against the node.
+//!
+//! What is reproducible: the chain (seeded), which requests get which node fault (seeded, in
+//! request order), the plan (which disruptions, in which order, after how many blocks done, for
+//! how long) and each daemon process's panic draws. What is not: timing. Requests race between
+//! 15 workers, so the request order, and with it which block meets which fault, differs between
+//! runs; so do the blocks in flight at each kill.
+//!
+//! The options and the entry point are here; the plan in `plan`, the running system and what
+//! the harness does to it in `harness`, what it found in `report`.
+
+mod harness;
+mod plan;
+mod report;
+
+pub use plan::{plan, Disruption, DisruptionKind};
+pub use report::ChaosReport;
+
+use crate::tools::local_redis::LocalRedisError;
+use crate::verify::VerifyError;
+use harness::Harness;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The harness writes under its own prefix, and the daemon's config comes only from what the
+/// harness sets: inherited `TRON_ACTORS_*` and `OTEL_*` variables are dropped.
+const PREFIX: &str = "{chaos}";
+/// Disruptions fire between these fractions of the initial range done, so that each one hits
+/// a daemon with work in hand, and the range still finishes after the last.
+const FIRST_AT: f64 = 0.05;
+const LAST_AT: f64 = 0.85;
+/// How often the harness looks at the store and the daemon.
+const TICK: Duration = Duration::from_millis(100);
+/// How long the daemon gets to stop after SIGTERM: its grace period, then handing back leases.
+const GRACE_MS: u64 = 5_000;
+/// Problems kept in the report (all are counted).
+const PROBLEMS_SHOWN: usize = 20;
+
+/// What the run does; the `chaos` command's flags. [`ChaosOptions::default`] is the long run's
+/// shape (the flags' defaults).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ChaosOptions {
+    /// Seeds the chain, the node's faults, the plan of kills and restarts, and the panics.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Backlog: blocks the simulated node has produced when the daemon first starts (the live
+    /// head keeps moving during the run and is part of the range).
+    #[arg(long, default_value_t = 20_000)]
+    pub blocks: u64,
+    /// Average transactions per block. Mainnet has about 300; the default is lower so that a
+    /// 20,000-block run fits in minutes.
+    #[arg(long, default_value_t = 50)]
+    pub txs_per_block: u32,
+    /// Time between new head blocks.
+    #[arg(long, default_value_t = 1_000)]
+    pub block_interval_ms: u64,
+    /// Daemon SIGKILLs (each followed by a new daemon process).
+    #[arg(long, default_value_t = 5)]
+    pub kills: u32,
+    /// redis-server SIGKILLs (each followed by a restart on its AOF).
+    #[arg(long, default_value_t = 3)]
+    pub redis_restarts: u32,
+    /// A worker panics after about one claimed batch in this many (0: never).
+    #[arg(long, default_value_t = 40)]
+    pub panic_one_in: u64,
+    /// Chance per node request of each of: HTTP 500, 503, connection reset, truncated JSON,
+    /// `{}` for an existing block, `[]` infos, `{"Error": ...}`, slow answer.
+    #[arg(long, default_value_t = 0.01)]
+    pub fault_rate: f64,
+    /// Chance per node request of each of HTTP 429 and 403 (TronGrid's body, then a penalty).
+    #[arg(long, default_value_t = 0.001)]
+    pub rate_limit_rate: f64,
+    /// The node's penalty after a 429/403 (TronGrid: 30,000), scaled down for the run.
+    #[arg(long, default_value_t = 300)]
+    pub penalty_ms: u64,
+    /// How late a slow answer comes.
+    #[arg(long, default_value_t = 300)]
+    pub slow_ms: u64,
+    /// Fail if the run has not finished after this many seconds.
+    #[arg(long, value_name = "DURATION_CAP", default_value = "3600", value_parser = seconds)]
+    pub duration_cap: Duration,
+    /// The `tron-actors` binary to run the daemon with (the command runs itself).
+    #[arg(skip = PathBuf::from("tron-actors"))]
+    pub daemon_exe: PathBuf,
+    /// Keep the working directory (Redis files, daemon logs) even when the run is exact.
+    #[arg(long)]
+    pub keep_dir: bool,
+}
+
+fn seconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
+    text.parse().map(Duration::from_secs)
+}
+
+impl Default for ChaosOptions {
+    fn default() -> Self {
+        ChaosOptions {
+            seed: 1,
+            blocks: 20_000,
+            txs_per_block: 50,
+            block_interval_ms: 1_000,
+            kills: 5,
+            redis_restarts: 3,
+            panic_one_in: 40,
+            fault_rate: 0.01,
+            rate_limit_rate: 0.001,
+            penalty_ms: 300,
+            slow_ms: 300,
+            duration_cap: Duration::from_secs(3_600),
+            daemon_exe: PathBuf::from("tron-actors"),
+            keep_dir: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error("invalid options: {0}")]
+    Options(String),
+    #[error("simulated node: {0}")]
+    Sim(#[from] tron_sim::SimError),
+    #[error("{0}")]
+    Redis(#[from] LocalRedisError),
+    #[error("redis: {0}")]
+    Store(#[from] actors::store::StoreError),
+    #[error("verify: {0}")]
+    Verify(#[from] VerifyError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node client for verify: {0}")]
+    Client(String),
+    #[error("not finished after {cap_s} s: {done} of {total} blocks done; logs in {dir}")]
+    TimedOut {
+        cap_s: u64,
+        done: u64,
+        total: u64,
+        dir: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ChaosError {
+    let what = what.into();
+    move |source| ChaosError::Io { what, source }
+}
+
+/// Runs the whole thing; `Ok` carries the report whether or not the range is exact.
+pub async fn run(options: ChaosOptions) -> Result<ChaosReport, ChaosError> {
+    validate(&options)?;
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!(
+        "tron-actors-chaos-{}-{}",
+        std::process::id(),
+        options.seed
+    ));
+    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    let mut harness = Harness::start(options, dir, started).await?;
+    let outcome = harness.drive().await;
+    harness.finish(outcome).await
+}
+
+fn validate(options: &ChaosOptions) -> Result<(), ChaosError> {
+    let mut problems = Vec::new();
+    if options.blocks < 100 {
+        problems.push("--blocks must be at least 100".to_string());
+    }
+    // Eight kinds of fault at this rate each must leave most requests answered.
+    if !(0.0..=0.1).contains(&options.fault_rate) {
+        problems.push("--fault-rate must be within 0..=0.1".to_string());
+    }
+    if !(0.0..=0.05).contains(&options.rate_limit_rate) {
+        problems.push("--rate-limit-rate must be within 0..=0.05".to_string());
+    }
+    if options.panic_one_in == 1 {
+        problems.push("--panic-one-in 1 would panic on every batch; use 0 (off) or more".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ChaosError::Options(problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_default_to_the_long_run() {
+        use clap::{Args, FromArgMatches};
+        let command = ChaosOptions::augment_args(clap::Command::new("chaos"));
+        let parsed = ChaosOptions::from_arg_matches(&command.get_matches_from(["chaos"])).unwrap();
+        let wanted = ChaosOptions::default();
+        assert_eq!(format!("{parsed:?}"), format!("{wanted:?}"));
+    }
+}
