@@ -23,7 +23,8 @@ use crate::store::{Keys, RedisStore, RedisStoreConfig};
 use crate::tron::{decode, TronClient, TronClientConfig};
 use actors::chain::Chain;
 use actors::model::Block;
-use actors::store::{Path, Store};
+use actors::slot::{SlotId, SlotKind};
+use actors::store::{Origin, Store};
 use redis::aio::ConnectionManager;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -663,7 +664,7 @@ async fn commit_alone(
     let mut events = 0;
     for block in serial_blocks {
         store
-            .commit("bench", Path::Backlog, block, wall_clock_ms())
+            .commit(Origin::Backlog, block, wall_clock_ms())
             .await?;
         events += block.events.len() as u64;
     }
@@ -686,7 +687,7 @@ async fn commit_alone(
                     return Ok::<(), actors::store::StoreError>(());
                 };
                 store
-                    .commit("bench", Path::Backlog, block, wall_clock_ms())
+                    .commit(Origin::Backlog, block, wall_clock_ms())
                     .await?;
             }
         });
@@ -902,7 +903,10 @@ async fn drain_and_follow(
         let backlog_leases: u64 = snapshot
             .leases_by_slot
             .iter()
-            .filter(|(slot, _)| slot.starts_with("backlog"))
+            .filter(|(slot, _)| {
+                slot.parse()
+                    .is_ok_and(|s: SlotId| s.kind() == SlotKind::Backlog)
+            })
             .map(|(_, n)| n)
             .sum();
         if backlog_done > 0 && snapshot.backlog == 0 && backlog_leases == 0 && snapshot.retry == 0 {

@@ -5,8 +5,9 @@ use crate::config::Config;
 use crate::store::RedisStore;
 use actors::chain::Chain;
 use actors::services::{Directory, FaultHooks, Services, TreeStats};
+use actors::slot::SlotId;
 use actors::store::Store;
-use actors::supervisor::{Slot, Supervisor};
+use actors::supervisor::Supervisor;
 use ractor::Actor;
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,22 +155,18 @@ impl DaemonHandle {
     /// Returns the leases every worker slot still holds to their queues, so any worker of any
     /// later process takes them at once.
     async fn hand_back_leases(&self) {
-        for slot in Slot::all(self.settings.backlog_workers)
-            .iter()
-            .filter(|s| s.is_worker())
-        {
-            let name = slot.name();
+        for slot in SlotId::all(self.settings.backlog_workers) {
             let result = async {
-                let leases = self.store.owned_leases(&name).await?;
+                let leases = self.store.owned_leases(slot).await?;
                 let blocks: Vec<u64> = leases.iter().map(|l| l.block).collect();
-                self.store.release(&name, &blocks).await
+                self.store.release(slot, &blocks).await
             }
             .await;
             match result {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(slot = %name, leases = n, "Handed back unfinished leases"),
+                Ok(n) => tracing::info!(%slot, leases = n, "Handed back unfinished leases"),
                 Err(error) => {
-                    tracing::warn!(slot = %name, %error, "Could not hand back leases; they are resumed on the next start")
+                    tracing::warn!(%slot, %error, "Could not hand back leases; they are resumed on the next start")
                 }
             }
         }

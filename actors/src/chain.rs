@@ -61,15 +61,6 @@ pub enum Lane {
     Backlog,
 }
 
-impl From<crate::store::Path> for Lane {
-    fn from(path: crate::store::Path) -> Self {
-        match path {
-            crate::store::Path::Backlog => Lane::Backlog,
-            crate::store::Path::Tip | crate::store::Path::Priority => Lane::Head,
-        }
-    }
-}
-
 /// Where [`Chain::blocks_into`] sends each block as soon as it is complete. A small capacity
 /// keeps a fast node from piling decoded blocks up in memory ahead of a slower commit.
 pub type BlockSink = tokio::sync::mpsc::Sender<(u64, Result<Block, ChainError>)>;

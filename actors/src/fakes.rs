@@ -6,8 +6,9 @@
 use crate::chain::{Chain, ChainError, Lane};
 use crate::model::{Block, BlockHeader, Event, EventBody};
 use crate::retry::{after_failure, NextStep};
+use crate::slot::SlotId;
 use crate::store::{
-    Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Path, Queue, Store, StoreError,
+    Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store, StoreError,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -87,8 +88,8 @@ pub struct FakeStoreState {
     pub last_synced: Option<u64>,
     pub priority: BTreeSet<u64>,
     pub backlog: BTreeSet<u64>,
-    /// block -> (slot, path, deadline)
-    pub leases: HashMap<u64, (String, Path, u64)>,
+    /// block -> (slot, origin, deadline)
+    pub leases: HashMap<u64, (SlotId, Origin, u64)>,
     pub done: HashSet<u64>,
     /// Commits in order: (block, events).
     pub stream: Vec<(u64, usize)>,
@@ -105,13 +106,6 @@ pub struct FakeStore {
     pub down: std::sync::atomic::AtomicBool,
 }
 
-fn origin(path: Path) -> Queue {
-    match path {
-        Path::Backlog => Queue::Backlog,
-        Path::Tip | Path::Priority => Queue::Priority,
-    }
-}
-
 impl FakeStoreState {
     fn queue(&mut self, queue: Queue) -> &mut BTreeSet<u64> {
         match queue {
@@ -121,9 +115,9 @@ impl FakeStoreState {
     }
 
     fn return_to_queue(&mut self, block: u64) {
-        if let Some((_, path, _)) = self.leases.remove(&block) {
+        if let Some((_, origin, _)) = self.leases.remove(&block) {
             if !self.done.contains(&block) {
-                self.queue(origin(path)).insert(block);
+                self.queue(origin.queue()).insert(block);
             }
         }
     }
@@ -149,11 +143,7 @@ impl Store for FakeStore {
         if !s.done.contains(&advance.head) {
             s.leases.insert(
                 advance.head,
-                (
-                    advance.tip_slot.clone(),
-                    Path::Tip,
-                    advance.lease_deadline_ms,
-                ),
+                (advance.tip_slot, Origin::Tip, advance.lease_deadline_ms),
             );
         }
         s.last_synced = Some(advance.head);
@@ -163,7 +153,7 @@ impl Store for FakeStore {
     async fn claim(
         &self,
         queue: Queue,
-        slot: &str,
+        slot: SlotId,
         max: usize,
         deadline_ms: u64,
     ) -> Result<Vec<u64>, StoreError> {
@@ -176,34 +166,33 @@ impl Store for FakeStore {
             };
             let Some(block) = next else { break };
             if !s.done.contains(&block) {
-                s.leases
-                    .insert(block, (slot.to_string(), queue.path(), deadline_ms));
+                s.leases.insert(block, (slot, queue.origin(), deadline_ms));
                 out.push(block);
             }
         }
         Ok(out)
     }
 
-    async fn owned_leases(&self, slot: &str) -> Result<Vec<Lease>, StoreError> {
+    async fn owned_leases(&self, slot: SlotId) -> Result<Vec<Lease>, StoreError> {
         let s = self.state.lock().unwrap();
         let mut leases: Vec<Lease> = s
             .leases
             .iter()
-            .filter(|(_, (owner, _, _))| owner == slot)
-            .map(|(block, (_, path, _))| Lease {
+            .filter(|(_, (owner, _, _))| *owner == slot)
+            .map(|(block, (_, origin, _))| Lease {
                 block: *block,
-                path: *path,
+                origin: *origin,
             })
             .collect();
         leases.sort_by_key(|l| std::cmp::Reverse(l.block));
         Ok(leases)
     }
 
-    async fn heartbeat(&self, slot: &str, deadline_ms: u64) -> Result<usize, StoreError> {
+    async fn heartbeat(&self, slot: SlotId, deadline_ms: u64) -> Result<usize, StoreError> {
         let mut s = self.state.lock().unwrap();
         let mut n = 0;
         for (owner, _, deadline) in s.leases.values_mut() {
-            if owner == slot {
+            if *owner == slot {
                 *deadline = deadline_ms;
                 n += 1;
             }
@@ -213,8 +202,7 @@ impl Store for FakeStore {
 
     async fn commit(
         &self,
-        _slot: &str,
-        _path: Path,
+        _origin: Origin,
         block: &Block,
         _now_ms: u64,
     ) -> Result<CommitOutcome, StoreError> {
@@ -238,7 +226,6 @@ impl Store for FakeStore {
 
     async fn fail(
         &self,
-        _slot: &str,
         block: u64,
         error: &str,
         now_ms: u64,
@@ -248,11 +235,11 @@ impl Store for FakeStore {
             return Err(StoreError::Unavailable("connection refused".into()));
         }
         let mut s = self.state.lock().unwrap();
-        let path = s
+        let origin = s
             .leases
             .remove(&block)
-            .map(|(_, path, _)| path)
-            .unwrap_or(Path::Priority);
+            .map(|(_, origin, _)| origin)
+            .unwrap_or(Origin::Priority);
         if s.done.contains(&block) {
             return Ok(FailOutcome::AlreadyDone);
         }
@@ -264,7 +251,7 @@ impl Store for FakeStore {
         match after_failure(attempt, delays_ms) {
             NextStep::RetryAfter(delay) => {
                 let due_ms = now_ms + delay.as_millis() as u64;
-                s.retry.insert(block, (due_ms, origin(path)));
+                s.retry.insert(block, (due_ms, origin.queue()));
                 Ok(FailOutcome::Retry { attempt, due_ms })
             }
             NextStep::DeadLetter => {
@@ -276,7 +263,7 @@ impl Store for FakeStore {
                         attempts: attempt,
                         error: error.to_string(),
                         at_ms: now_ms,
-                        path: origin(path).path().as_str().to_string(),
+                        path: origin.queue().as_str().to_string(),
                     },
                 );
                 Ok(FailOutcome::Dead { attempts: attempt })
@@ -284,13 +271,13 @@ impl Store for FakeStore {
         }
     }
 
-    async fn release(&self, slot: &str, blocks: &[u64]) -> Result<usize, StoreError> {
+    async fn release(&self, slot: SlotId, blocks: &[u64]) -> Result<usize, StoreError> {
         let mut s = self.state.lock().unwrap();
         let mut n = 0;
         for block in blocks {
             if s.leases
                 .get(block)
-                .is_some_and(|(owner, _, _)| owner == slot)
+                .is_some_and(|(owner, _, _)| *owner == slot)
             {
                 s.return_to_queue(*block);
                 n += 1;

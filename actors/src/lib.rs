@@ -33,6 +33,7 @@ pub mod queue_worker;
 pub mod retry;
 pub mod services;
 pub mod settings;
+pub mod slot;
 pub mod store;
 pub mod stream_publisher;
 pub mod supervisor;

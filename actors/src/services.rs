@@ -3,6 +3,7 @@
 
 use crate::chain::Chain;
 use crate::settings::Settings;
+use crate::slot::SlotId;
 use crate::store::Store;
 use crate::stream_publisher::PublisherMsg;
 use crate::sync_coordinator::CoordinatorMsg;
@@ -161,7 +162,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Starts the heartbeat of `slot`'s leases.
-pub fn spawn_heartbeat(services: &Services, slot: String) -> AbortOnDrop {
+pub fn spawn_heartbeat(services: &Services, slot: SlotId) -> AbortOnDrop {
     let store = services.store.clone();
     let every = services.settings.heartbeat;
     let lease = services.settings.lease.as_millis() as u64;
@@ -170,7 +171,7 @@ pub fn spawn_heartbeat(services: &Services, slot: String) -> AbortOnDrop {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Err(error) = store.heartbeat(&slot, now_ms() + lease).await {
+            if let Err(error) = store.heartbeat(slot, now_ms() + lease).await {
                 tracing::warn!(%slot, %error, "Lease heartbeat failed");
             }
         }
@@ -188,16 +189,16 @@ pub struct SlotState {
 }
 
 impl SlotState {
-    pub fn new(services: &Services, slot: &str) -> Self {
+    pub fn new(services: &Services, slot: SlotId) -> Self {
         SlotState {
             resumed: false,
             outage: Outage::default(),
-            _heartbeat: spawn_heartbeat(services, slot.to_string()),
+            _heartbeat: spawn_heartbeat(services, slot),
         }
     }
 
     /// A round went well: log the end of an outage, if there was one.
-    pub fn succeeded(&mut self, slot: &str) {
+    pub fn succeeded(&mut self, slot: SlotId) {
         if self.outage.failures > 0 {
             tracing::info!(%slot, failed_rounds = self.outage.failures, "Works again");
         }
@@ -209,7 +210,7 @@ impl SlotState {
     /// (15 workers retry together).
     pub fn failed(
         &mut self,
-        slot: &str,
+        slot: SlotId,
         idle: Duration,
         error: &dyn std::fmt::Display,
     ) -> Duration {

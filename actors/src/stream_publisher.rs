@@ -8,7 +8,7 @@
 
 use crate::model::Block;
 use crate::services::{now_ms, Services};
-use crate::store::{CommitOutcome, Path, StoreError};
+use crate::store::{CommitOutcome, Origin, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -23,8 +23,7 @@ pub struct StreamPublisher {
 
 pub enum PublisherMsg {
     Commit {
-        slot: String,
-        path: Path,
+        origin: Origin,
         block: Box<Block>,
         reply: RpcReplyPort<Result<CommitOutcome, StoreError>>,
     },
@@ -60,8 +59,7 @@ impl Actor for StreamPublisher {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PublisherMsg::Commit {
-                slot,
-                path,
+                origin,
                 block,
                 reply,
             } => {
@@ -73,7 +71,7 @@ impl Actor for StreamPublisher {
                     "commit",
                     block = block.header.number,
                     events = block.events.len(),
-                    path = path.as_str(),
+                    path = origin.as_str(),
                     "otel.status_code" = tracing::field::Empty,
                     "otel.status_description" = tracing::field::Empty,
                     "error.type" = tracing::field::Empty,
@@ -82,7 +80,7 @@ impl Actor for StreamPublisher {
                 let services = self.services.clone();
                 state.commits.spawn(
                     async move {
-                        let result = commit(&services, &slot, path, &block).await;
+                        let result = commit(&services, origin, &block).await;
                         drop(permit);
                         // The caller may have given up waiting; the commit stands either way.
                         let _ = reply.send(result);
@@ -107,18 +105,17 @@ impl Actor for StreamPublisher {
 
 async fn commit(
     services: &Services,
-    slot: &str,
-    path: Path,
+    origin: Origin,
     block: &Block,
 ) -> Result<CommitOutcome, StoreError> {
     let started = std::time::Instant::now();
-    let result = services.store.commit(slot, path, block, now_ms()).await;
+    let result = services.store.commit(origin, block, now_ms()).await;
     services.stats.commit_latency.observe(started.elapsed());
     match &result {
         Ok(CommitOutcome::Published { events, .. }) => tracing::debug!(
             block = block.header.number,
             events,
-            path = path.as_str(),
+            path = origin.as_str(),
             "Block committed"
         ),
         Ok(CommitOutcome::AlreadyDone) => tracing::info!(

@@ -3,13 +3,13 @@
 //! due retries back to work.
 
 use crate::services::Services;
+use crate::slot::SlotId;
 use crate::store::{Advance, Queue, StoreError};
 use crate::sync_rule::{decide, TipDecision};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 pub struct SyncCoordinator {
     pub services: Services,
-    pub tip_slot: String,
 }
 
 pub enum CoordinatorMsg {
@@ -70,7 +70,7 @@ impl SyncCoordinator {
             let advance = Advance {
                 expected_last: stored,
                 head,
-                tip_slot: self.tip_slot.clone(),
+                tip_slot: SlotId::TIP,
                 lease_deadline_ms: self.services.lease_deadline(),
                 enqueue,
             };

@@ -5,7 +5,8 @@
 use crate::fakes::{FakeChain, FakeStore};
 use crate::services::{Directory, FaultHooks, Services, TreeStats};
 use crate::settings::Settings;
-use crate::store::{Lease, Path, Store};
+use crate::slot::SlotId;
+use crate::store::{Lease, Origin, Store};
 use crate::supervisor::{Supervisor, SupervisorMsg};
 use ractor::{Actor, ActorRef};
 use std::collections::HashMap;
@@ -160,7 +161,7 @@ async fn an_expired_lease_of_a_vanished_worker_is_reaped_and_done() {
         .lock()
         .unwrap()
         .leases
-        .insert(42, ("backlog-40".into(), Path::Backlog, 0));
+        .insert(42, (SlotId::backlog(40), Origin::Backlog, 0));
     let tree = start(FakeChain::with_head(50), store, settings()).await;
     until(Duration::from_secs(30), "block 42 done", || {
         tree.all_done(42, 42)
@@ -169,7 +170,7 @@ async fn an_expired_lease_of_a_vanished_worker_is_reaped_and_done() {
     assert_eq!(tree.commits()[&42], 1);
     assert!(tree
         .store
-        .owned_leases("backlog-40")
+        .owned_leases(SlotId::backlog(40))
         .await
         .unwrap()
         .is_empty());
@@ -199,7 +200,7 @@ async fn a_worker_that_panics_after_claiming_is_restarted_and_resumes_its_lease(
     assert_eq!(commits[&150], 1);
     assert!(commits.values().all(|n| *n == 1));
     // Nothing left leased by anyone.
-    let leases: Vec<Lease> = tree.store.owned_leases("backlog-0").await.unwrap();
+    let leases: Vec<Lease> = tree.store.owned_leases(SlotId::backlog(0)).await.unwrap();
     assert!(leases.is_empty());
 }
 
