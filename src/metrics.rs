@@ -3,8 +3,8 @@
 //! histograms and error counts belong to this process.
 
 use crate::store::{RedisStore, StoreSnapshot};
-use actors::services::TreeStats;
 use actors::slot::{SlotId, SlotKind};
+use actors::stats::TreeStats;
 use actors::store::Origin;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -213,4 +213,36 @@ pub fn render_trace_stats(stats: &crate::telemetry::TraceStats) -> String {
         stats.export_failures.load(Ordering::Relaxed)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_counted_per_kind_of_slot() {
+        let mut snapshot = StoreSnapshot::default();
+        for (slot, n) in [
+            ("tip", 1),
+            ("priority", 2),
+            ("backlog-0", 3),
+            ("backlog-12", 4),
+        ] {
+            snapshot.leases_by_slot.insert(slot.to_string(), n);
+        }
+        let mut out = String::new();
+        render_store(&mut out, &snapshot, 0, 0);
+        let leases: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("tron_actors_leases{"))
+            .collect();
+        assert_eq!(
+            leases,
+            [
+                "tron_actors_leases{slot_kind=\"tip\"} 1",
+                "tron_actors_leases{slot_kind=\"priority\"} 2",
+                "tron_actors_leases{slot_kind=\"backlog\"} 7",
+            ]
+        );
+    }
 }

@@ -104,7 +104,7 @@ async fn a_block_is_committed_once_whatever_happens_after() {
         .await
         .unwrap();
     let first = store
-        .commit(Origin::Backlog, &block, actors::services::now_ms())
+        .commit(Origin::Backlog, &block, actors::clock::now_ms())
         .await
         .unwrap();
     assert_eq!(
@@ -115,7 +115,7 @@ async fn a_block_is_committed_once_whatever_happens_after() {
         }
     );
     let second = store
-        .commit(Origin::Backlog, &block, actors::services::now_ms())
+        .commit(Origin::Backlog, &block, actors::clock::now_ms())
         .await
         .unwrap();
     assert_eq!(second, CommitOutcome::AlreadyDone);

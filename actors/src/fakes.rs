@@ -22,6 +22,10 @@ pub struct FakeChain {
     pub always_failing: Mutex<HashSet<u64>>,
     /// Fetching these blocks panics (a bug in decoding, say).
     pub panicking: Mutex<HashSet<u64>>,
+    /// Fetching these blocks never finishes (a node that hangs).
+    pub stalled: Mutex<HashSet<u64>>,
+    /// Fetching these blocks takes this long.
+    pub slow: Mutex<HashMap<u64, std::time::Duration>>,
     pub fetches: Mutex<HashMap<u64, u32>>,
 }
 
@@ -67,6 +71,13 @@ impl Chain for FakeChain {
 
     async fn block(&self, number: u64, _lane: Lane) -> Result<Block, ChainError> {
         *self.fetches.lock().unwrap().entry(number).or_default() += 1;
+        if self.stalled.lock().unwrap().contains(&number) {
+            std::future::pending::<()>().await;
+        }
+        let delay = self.slow.lock().unwrap().get(&number).copied();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         if self.panicking.lock().unwrap().contains(&number) {
             panic!("fake chain panics on block {number}");
         }

@@ -3,8 +3,9 @@
 //! PriorityActor and the BacklogActors so the three paths cannot drift apart.
 
 use crate::chain::{BlockSpans, ChainError, Lane};
+use crate::clock::now_ms;
 use crate::model::Block;
-use crate::services::{now_ms, Services};
+use crate::services::Services;
 use crate::slot::SlotId;
 use crate::store::{CommitOutcome, FailOutcome, Origin, StoreError};
 use crate::stream_publisher::PublisherMsg;
@@ -17,7 +18,12 @@ use tracing::Instrument;
 /// filled in as they become known, the `otel.*` and `error.*` ones when the attempt fails (see
 /// [`crate::trace`]). Its children are the block's `fetch`, `decode` (made by the chain) and
 /// `commit` (made by the StreamPublisher).
-pub fn block_span(services: &Services, slot: SlotId, origin: Origin, number: u64) -> tracing::Span {
+pub(crate) fn block_span(
+    services: &Services,
+    slot: SlotId,
+    origin: Origin,
+    number: u64,
+) -> tracing::Span {
     let span = tracing::info_span!(
         parent: None,
         "block",
@@ -41,7 +47,7 @@ pub fn block_span(services: &Services, slot: SlotId, origin: Origin, number: u64
 }
 
 /// Fetches and finishes one leased block inside its own trace.
-pub async fn work_one(
+pub(crate) async fn work_one(
     services: &Services,
     slot: SlotId,
     origin: Origin,
@@ -58,14 +64,14 @@ pub async fn work_one(
 
 /// What became of one leased block.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BlockOutcome {
+pub(crate) enum BlockOutcome {
     Committed(CommitOutcome),
     Failed(FailOutcome),
 }
 
 /// Commits a fetched block, or records why it could not be had. A `StoreError` means neither
 /// happened: the lease stays, so the block comes back after a restart or when the lease expires.
-pub async fn finish_block(
+pub(crate) async fn finish_block(
     services: &Services,
     slot: SlotId,
     origin: Origin,
@@ -178,7 +184,7 @@ async fn publish(
 
 /// Splits block numbers into runs of consecutive numbers (`from..to`, end exclusive), so a
 /// batch can be fetched with as few range requests as possible.
-pub fn consecutive_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
+pub(crate) fn consecutive_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
     let mut sorted = blocks.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
@@ -196,7 +202,7 @@ pub fn consecutive_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
 /// and each block is committed (or failed) as soon as it is complete, so a worker holds a few
 /// decoded blocks at a time, not its whole batch. Runs go highest first. Returns how many were
 /// finished; stops at the first store error, leaving the rest leased.
-pub async fn work_batch(
+pub(crate) async fn work_batch(
     services: &Services,
     slot: SlotId,
     batch: &[(u64, Origin)],
@@ -300,22 +306,14 @@ mod tests {
 
     use super::*;
     use crate::fakes::{FakeChain, FakeStore};
-    use crate::services::{Directory, FaultHooks, TreeStats};
     use crate::stream_publisher::StreamPublisher;
+    use crate::tree::TreeDeps;
     use std::sync::Arc;
 
     async fn services(chain: FakeChain, store: Arc<FakeStore>) -> Services {
         let (_stop, stopping) = tokio::sync::watch::channel(false);
-        let services = Services {
-            chain: Arc::new(chain),
-            store,
-            settings: Arc::new(crate::settings::Settings::default()),
-            directory: Directory::default(),
-            stopping,
-            hooks: Arc::new(FaultHooks::default()),
-            stats: Arc::new(TreeStats::default()),
-            span_hook: None,
-        };
+        let deps = TreeDeps::new(Arc::new(chain), store, crate::settings::Settings::default());
+        let services = Services::new(deps, stopping);
         let publisher = StreamPublisher {
             services: services.clone(),
         };

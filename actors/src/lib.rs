@@ -23,23 +23,31 @@
 //! - [`model`], [`chain`], [`store`] — the data and the two traits
 //! - [`trace`] — how a span records a failure (status, error attributes, exception event)
 pub mod chain;
+pub mod clock;
+mod directory;
 #[cfg(test)]
 mod fakes;
 pub mod histogram;
-pub mod job;
+pub mod hooks;
+mod job;
 pub mod model;
-pub mod poll_schedule;
-pub mod queue_worker;
+mod poll_schedule;
+mod queue_worker;
 pub mod retry;
-pub mod services;
+mod services;
 pub mod settings;
 pub mod slot;
+mod slot_state;
+pub mod stats;
 pub mod store;
-pub mod stream_publisher;
-pub mod supervisor;
-pub mod sync_coordinator;
+mod stream_publisher;
+mod supervisor;
+mod sync_coordinator;
 pub mod sync_rule;
-pub mod tip_watcher;
+mod tip_watcher;
 pub mod trace;
+pub mod tree;
 #[cfg(test)]
 mod tree_tests;
+
+pub use tree::{Tree, TreeDeps, TreeError, TreeHandle};

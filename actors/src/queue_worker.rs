@@ -6,13 +6,14 @@
 //! killed process), then claims new work in batches, atomically (pop + lease in one step).
 
 use crate::job::work_batch;
-use crate::services::{Services, SlotState};
+use crate::services::Services;
 use crate::slot::SlotId;
+use crate::slot_state::SlotState;
 use crate::store::{Origin, Queue};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// A worker of one queue under one slot: the PriorityActor or a BacklogActor.
-pub struct QueueWorker {
+pub(crate) struct QueueWorker {
     services: Services,
     slot: SlotId,
     queue: Queue,
@@ -21,13 +22,13 @@ pub struct QueueWorker {
 }
 
 /// The worker of the priority queue (slot `priority`).
-pub type PriorityActor = QueueWorker;
+pub(crate) type PriorityActor = QueueWorker;
 /// A worker of the backlog (slots `backlog-<i>`).
-pub type BacklogActor = QueueWorker;
+pub(crate) type BacklogActor = QueueWorker;
 
 impl QueueWorker {
     /// The PriorityActor.
-    pub fn priority(services: Services) -> PriorityActor {
+    pub(crate) fn priority(services: Services) -> PriorityActor {
         let batch = services.settings.priority_batch;
         QueueWorker {
             services,
@@ -38,7 +39,7 @@ impl QueueWorker {
     }
 
     /// The BacklogActor of `slot`, one of [`SlotId::backlog`]'s.
-    pub fn backlog(services: Services, slot: SlotId) -> BacklogActor {
+    pub(crate) fn backlog(services: Services, slot: SlotId) -> BacklogActor {
         let batch = services.settings.backlog_batch;
         QueueWorker {
             services,
@@ -86,7 +87,7 @@ impl QueueWorker {
     }
 }
 
-pub enum WorkerMsg {
+pub(crate) enum WorkerMsg {
     Work,
 }
 

@@ -6,8 +6,9 @@
 //! matter: each commit stands alone, and the done marker makes a second one of the same block a
 //! no-op.
 
+use crate::clock::now_ms;
 use crate::model::Block;
-use crate::services::{now_ms, Services};
+use crate::services::Services;
 use crate::store::{CommitOutcome, Origin, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
@@ -15,13 +16,13 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 /// Commits in flight at once.
-pub const COMMITS_IN_FLIGHT: usize = 4;
+pub(crate) const COMMITS_IN_FLIGHT: usize = 4;
 
-pub struct StreamPublisher {
+pub(crate) struct StreamPublisher {
     pub services: Services,
 }
 
-pub enum PublisherMsg {
+pub(crate) enum PublisherMsg {
     Commit {
         origin: Origin,
         block: Box<Block>,
@@ -29,7 +30,7 @@ pub enum PublisherMsg {
     },
 }
 
-pub struct PublisherState {
+pub(crate) struct PublisherState {
     in_flight: Arc<Semaphore>,
     commits: tokio::task::JoinSet<()>,
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 /// A child's stable identity: a restarted child comes back under the same one, and a worker's
 /// leases belong to its slot, not to an actor instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Child {
+pub(crate) enum Child {
     Publisher,
     Coordinator,
     /// The TipWatcher, the PriorityActor or a BacklogActor.
@@ -28,7 +28,7 @@ pub enum Child {
 impl Child {
     /// Every child of the tree, in start order (the publisher and coordinator first, since the
     /// workers talk to them).
-    pub fn all(backlog_workers: usize) -> impl Iterator<Item = Child> {
+    pub(crate) fn all(backlog_workers: usize) -> impl Iterator<Item = Child> {
         [Child::Publisher, Child::Coordinator]
             .into_iter()
             .chain(SlotId::all(backlog_workers).map(Child::Worker))
@@ -48,14 +48,14 @@ impl std::fmt::Display for Child {
 
 /// OTP's restart intensity: at most `max` restarts in any window of `window`.
 #[derive(Debug)]
-pub struct RestartIntensity {
+pub(crate) struct RestartIntensity {
     max: u32,
     window: Duration,
     recent: VecDeque<Instant>,
 }
 
 impl RestartIntensity {
-    pub fn new(max: u32, window: Duration) -> Self {
+    pub(crate) fn new(max: u32, window: Duration) -> Self {
         RestartIntensity {
             max,
             window,
@@ -64,7 +64,7 @@ impl RestartIntensity {
     }
 
     /// Records a restart at `now`; false when it exceeds the intensity.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         while let Some(oldest) = self.recent.front() {
             if now.duration_since(*oldest) >= self.window {
                 self.recent.pop_front();
@@ -77,23 +77,22 @@ impl RestartIntensity {
     }
 }
 
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     pub services: Services,
 }
 
-pub struct SupervisorState {
+pub(crate) struct SupervisorState {
     children: HashMap<ActorId, Child>,
     intensity: RestartIntensity,
-    restarts_by_slot: HashMap<String, u64>,
 }
 
-pub enum SupervisorMsg {
-    /// Restarts per slot, for metrics and tests.
-    Restarts(ractor::RpcReplyPort<HashMap<String, u64>>),
+pub(crate) enum SupervisorMsg {
+    /// The workers running now, for the shutdown (which stops them before the others).
+    Workers(ractor::RpcReplyPort<Vec<ActorCell>>),
 }
 
 /// Starts the actor of `child`, linked to `supervisor`.
-pub async fn spawn_child(
+pub(crate) async fn spawn_child(
     services: &Services,
     child: Child,
     supervisor: ActorCell,
@@ -147,7 +146,6 @@ impl Supervisor {
             return Ok(());
         }
         let name = child.to_string();
-        *state.restarts_by_slot.entry(name.clone()).or_default() += 1;
         self.services.stats.restarts.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut by_slot) = self.services.stats.restarts_by_slot.lock() {
             *by_slot.entry(name.clone()).or_default() += 1;
@@ -192,19 +190,25 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             children,
             intensity: RestartIntensity::new(settings.restart_max, settings.restart_window),
-            restarts_by_slot: HashMap::new(),
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Restarts(reply) => {
-                let _ = reply.send(state.restarts_by_slot.clone());
+            SupervisorMsg::Workers(reply) => {
+                let workers = myself
+                    .get_children()
+                    .into_iter()
+                    .filter(|cell| {
+                        matches!(state.children.get(&cell.get_id()), Some(Child::Worker(_)))
+                    })
+                    .collect();
+                let _ = reply.send(workers);
             }
         }
         Ok(())

@@ -2,10 +2,12 @@
 //! SyncCoordinator what it means, and processes the head block itself when the coordinator
 //! leased it to the tip slot.
 
+use crate::clock::now_ms;
 use crate::job::{work_batch, work_one};
 use crate::poll_schedule::PollSchedule;
-use crate::services::{now_ms, Services, SlotState};
+use crate::services::Services;
 use crate::slot::SlotId;
+use crate::slot_state::SlotState;
 use crate::store::Origin;
 use crate::sync_coordinator::CoordinatorMsg;
 use ractor::rpc::CallResult;
@@ -13,15 +15,15 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-pub struct TipWatcher {
+pub(crate) struct TipWatcher {
     pub services: Services,
 }
 
-pub enum TipMsg {
+pub(crate) enum TipMsg {
     Poll,
 }
 
-pub struct TipState {
+pub(crate) struct TipState {
     slot: SlotState,
     schedule: PollSchedule,
 }
@@ -50,9 +52,7 @@ impl TipWatcher {
             }
         };
         let stats = &self.services.stats;
-        stats
-            .last_head_ok_ms
-            .store(crate::services::now_ms(), Ordering::Relaxed);
+        stats.last_head_ok_ms.store(now_ms(), Ordering::Relaxed);
         stats.head.store(head.number, Ordering::Relaxed);
         stats
             .head_time_ms
