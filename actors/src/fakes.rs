@@ -17,26 +17,26 @@ use std::sync::Mutex;
 
 /// A chain whose head the test moves; block n has n % 3 events; some blocks always fail.
 #[derive(Default)]
-pub struct FakeChain {
-    pub head: AtomicU64,
-    pub always_failing: Mutex<HashSet<u64>>,
+pub(crate) struct FakeChain {
+    pub(crate) head: AtomicU64,
+    pub(crate) always_failing: Mutex<HashSet<u64>>,
     /// Fetching these blocks panics (a bug in decoding, say).
-    pub panicking: Mutex<HashSet<u64>>,
+    pub(crate) panicking: Mutex<HashSet<u64>>,
     /// Fetching these blocks never finishes (a node that hangs).
-    pub stalled: Mutex<HashSet<u64>>,
+    pub(crate) stalled: Mutex<HashSet<u64>>,
     /// Fetching these blocks takes this long.
-    pub slow: Mutex<HashMap<u64, std::time::Duration>>,
-    pub fetches: Mutex<HashMap<u64, u32>>,
+    pub(crate) slow: Mutex<HashMap<u64, std::time::Duration>>,
+    pub(crate) fetches: Mutex<HashMap<u64, u32>>,
 }
 
 impl FakeChain {
-    pub fn with_head(head: u64) -> Self {
+    pub(crate) fn with_head(head: u64) -> Self {
         let chain = FakeChain::default();
         chain.head.store(head, Ordering::SeqCst);
         chain
     }
 
-    pub fn expected(number: u64) -> Block {
+    pub(crate) fn expected(number: u64) -> Block {
         Block {
             header: header(number),
             events: (0..number % 3)
@@ -95,26 +95,26 @@ impl Chain for FakeChain {
 }
 
 #[derive(Default)]
-pub struct FakeStoreState {
-    pub last_synced: Option<u64>,
-    pub priority: BTreeSet<u64>,
-    pub backlog: BTreeSet<u64>,
+pub(crate) struct FakeStoreState {
+    pub(crate) last_synced: Option<u64>,
+    pub(crate) priority: BTreeSet<u64>,
+    pub(crate) backlog: BTreeSet<u64>,
     /// block -> (slot, origin, deadline)
-    pub leases: HashMap<u64, (SlotId, Origin, u64)>,
-    pub done: HashSet<u64>,
+    pub(crate) leases: HashMap<u64, (SlotId, Origin, u64)>,
+    pub(crate) done: HashSet<u64>,
     /// Commits in order: (block, events).
-    pub stream: Vec<(u64, usize)>,
-    pub attempts: HashMap<u64, u32>,
+    pub(crate) stream: Vec<(u64, usize)>,
+    pub(crate) attempts: HashMap<u64, u32>,
     /// block -> (due, queue to return to)
-    pub retry: BTreeMap<u64, (u64, Queue)>,
-    pub dead: BTreeMap<u64, DeadLetter>,
+    pub(crate) retry: BTreeMap<u64, (u64, Queue)>,
+    pub(crate) dead: BTreeMap<u64, DeadLetter>,
 }
 
 #[derive(Default)]
-pub struct FakeStore {
-    pub state: Mutex<FakeStoreState>,
+pub(crate) struct FakeStore {
+    pub(crate) state: Mutex<FakeStoreState>,
     /// Commits and failure records fail, as with Redis down.
-    pub down: std::sync::atomic::AtomicBool,
+    pub(crate) down: std::sync::atomic::AtomicBool,
 }
 
 impl FakeStoreState {

@@ -107,7 +107,9 @@ pub struct Advance {
     pub expected_last: Option<u64>,
     /// The new head, leased to `tip_slot`, becomes last_synced_block.
     pub head: u64,
+    /// The slot the head is leased to.
     pub tip_slot: SlotId,
+    /// When the head's lease expires, ms since the epoch.
     pub lease_deadline_ms: u64,
     /// Blocks to enqueue first (idempotent), `from..=to`.
     pub enqueue: Option<(Queue, u64, u64)>,
@@ -118,7 +120,12 @@ pub struct Advance {
 pub enum CommitOutcome {
     /// The block's events were added; it is now marked done. `attempt` is 1 on a first try,
     /// n after n - 1 failures.
-    Published { events: usize, attempt: u32 },
+    Published {
+        /// Events added to the stream.
+        events: usize,
+        /// Which attempt this was.
+        attempt: u32,
+    },
     /// The block was already done; nothing was written (a re-processing after a crash).
     AlreadyDone,
 }
@@ -127,22 +134,36 @@ pub enum CommitOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailOutcome {
     /// Scheduled again; `attempt` is the number of failures so far.
-    Retry { attempt: u32, due_ms: u64 },
+    Retry {
+        /// Failures so far.
+        attempt: u32,
+        /// When the retry is due, ms since the epoch.
+        due_ms: u64,
+    },
     /// The schedule is exhausted: the block is in the dead-letter set.
-    Dead { attempts: u32 },
+    Dead {
+        /// Failures in all.
+        attempts: u32,
+    },
     /// The block was committed meanwhile; the failure is moot.
     AlreadyDone,
 }
 
+/// Why a store operation did not happen. None of them leaves a step half done.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The store did not answer (down, timed out, connection lost).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store answered something the protocol does not allow.
     #[error("store answered something unexpected: {0}")]
     Protocol(String),
+    /// An advance was refused: last_synced_block is not what the decision was made from.
     #[error("last_synced_block moved meanwhile (expected {expected:?}, found {found:?})")]
     Conflict {
+        /// The value the decision was made from.
         expected: Option<u64>,
+        /// The value the store holds.
         found: Option<u64>,
     },
 }
@@ -161,17 +182,22 @@ impl StoreError {
 /// Dead-letter record of one block.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
+    /// The block given up.
     pub block: u64,
+    /// Failures in all.
     pub attempts: u32,
+    /// The last failure's message.
     pub error: String,
     /// When it was given up, ms since the epoch.
     pub at_ms: u64,
+    /// The queue it goes back to when requeued (an [`Origin`]'s name; stored as `path`).
     pub path: String,
 }
 
 /// The protocols of DESIGN.md, "Queues and leases in Redis" and "Exactly once per block".
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// last_synced_block; `None` on a first run.
     async fn last_synced(&self) -> Result<Option<u64>, StoreError>;
 
     /// Enqueues the gap (if any), leases the head to the tip slot and moves last_synced_block, so
