@@ -55,7 +55,7 @@ async fn under_a_node_rate_limit_the_daemon_stays_under_it_and_the_head_goes_fir
     let until = head + 12;
     wait_done(&store, start, until, Duration::from_secs(120)).await;
     daemon.shutdown().await.unwrap();
-    let last = sim.chain().head().min(until);
+    let last = common::last_published(&redis, until).await;
     assert_exactly_once(&redis, &sim, start, last).await;
 
     let faults: HashMap<&str, u64> = sim.fault_counts().into_iter().collect();
@@ -133,7 +133,8 @@ async fn bare_503s_and_their_bursts_cost_a_short_backoff_not_a_suspension() {
     let until = head + 3;
     wait_done(&daemon.store, start, until, Duration::from_secs(90)).await;
     daemon.shutdown().await.unwrap();
-    assert_exactly_once(&redis, &sim, start, sim.chain().head().min(until)).await;
+    let last = common::last_published(&redis, until).await;
+    assert_exactly_once(&redis, &sim, start, last).await;
 
     let faults: HashMap<&str, u64> = sim.fault_counts().into_iter().collect();
     assert!(faults["http_503"] > 0, "{faults:?}");
@@ -176,7 +177,8 @@ async fn a_suspension_notice_pauses_every_request_for_the_time_it_says() {
     let until = head + 3;
     wait_done(&daemon.store, start, until, Duration::from_secs(90)).await;
     daemon.shutdown().await.unwrap();
-    assert_exactly_once(&redis, &sim, start, sim.chain().head().min(until)).await;
+    let last = common::last_published(&redis, until).await;
+    assert_exactly_once(&redis, &sim, start, last).await;
 
     let faults: HashMap<&str, u64> = sim.fault_counts().into_iter().collect();
     assert!(faults["http_503_suspend"] > 0, "{faults:?}");
