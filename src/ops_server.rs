@@ -2,13 +2,14 @@
 //! (Redis and the node reachable, the actor tree running) and `/metrics` (Prometheus text).
 
 use crate::store::RedisStore;
-use actors::services::{now_ms, TreeStats};
+use actors::clock::now_ms;
+use actors::stats::TreeStats;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +19,8 @@ const NODE_STALE: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct OpsState {
     pub store: RedisStore,
+    /// The tree's stats, which also say whether it is running.
     pub stats: Arc<TreeStats>,
-    /// False once the actor tree has stopped.
-    pub tree_running: Arc<AtomicBool>,
     pub extra_metrics: Vec<crate::metrics::ExtraMetrics>,
 }
 
@@ -106,7 +106,7 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
     if last_head == 0 || now_ms().saturating_sub(last_head) > NODE_STALE.as_millis() as u64 {
         problems.push("node: no head poll succeeded in the last 30 s".into());
     }
-    if !state.tree_running.load(Ordering::Relaxed) {
+    if !state.stats.is_running() {
         problems.push("actors: the tree is not running".into());
     }
     if problems.is_empty() {

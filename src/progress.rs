@@ -6,7 +6,7 @@
 //! container's log shows how far a long backfill has got. Nothing is shown while in sync.
 
 use crate::store::{RedisStore, StoreSnapshot};
-use actors::services::TreeStats;
+use actors::stats::TreeStats;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};

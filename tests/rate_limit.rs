@@ -56,7 +56,7 @@ async fn under_a_node_rate_limit_the_daemon_stays_under_it_and_the_head_goes_fir
     let until = head + 12;
     wait_done(&store, start, until, Duration::from_secs(120)).await;
     daemon.shutdown().await.unwrap();
-    let last = highest_published(&redis).await;
+    let last = common::last_published(&redis, until).await;
     assert_exactly_once(&redis, &sim, start, last).await;
 
     let faults: HashMap<&str, u64> = sim.fault_counts().into_iter().collect();
@@ -73,14 +73,6 @@ async fn under_a_node_rate_limit_the_daemon_stays_under_it_and_the_head_goes_fir
     assert!(stats["blocks:backlog"] >= head - start, "{stats:?}");
     assert_eq!(stats.get("blocks:priority"), None, "{stats:?}");
     assert!(stats["blocks:tip"] >= until - head, "{stats:?}");
-}
-
-/// The highest block in the stream: the live head moves on while a busy machine finishes, so
-/// the stream may end past the block a test waited for.
-async fn highest_published(redis: &TestRedis) -> u64 {
-    let mut conn = redis.conn().await;
-    let entries = common::read_stream(&mut conn, "{tron}:events").await;
-    common::by_block(&entries).keys().copied().max().unwrap()
 }
 
 /// The daemon in this process on `sim`, from `start`, keeping a handle on its node client's
@@ -142,7 +134,8 @@ async fn bare_503s_and_their_bursts_cost_a_short_backoff_not_a_suspension() {
     let until = head + 3;
     wait_done(&daemon.store, start, until, Duration::from_secs(90)).await;
     daemon.shutdown().await.unwrap();
-    assert_exactly_once(&redis, &sim, start, highest_published(&redis).await).await;
+    let last = common::last_published(&redis, until).await;
+    assert_exactly_once(&redis, &sim, start, last).await;
 
     let faults: HashMap<&str, u64> = sim.fault_counts().into_iter().collect();
     assert!(faults["http_503"] > 0, "{faults:?}");
@@ -185,7 +178,8 @@ async fn a_suspension_notice_pauses_every_request_for_the_time_it_says() {
     let until = head + 3;
     wait_done(&daemon.store, start, until, Duration::from_secs(90)).await;
     daemon.shutdown().await.unwrap();
-    assert_exactly_once(&redis, &sim, start, highest_published(&redis).await).await;
+    let last = common::last_published(&redis, until).await;
+    assert_exactly_once(&redis, &sim, start, last).await;
 
     let faults: HashMap<&str, u64> = sim.fault_counts().into_iter().collect();
     assert!(faults["http_503_suspend"] > 0, "{faults:?}");

@@ -5,6 +5,7 @@
 
 mod common;
 
+use actors::slot::SlotId;
 use actors::store::Store;
 use common::{
     assert_exactly_once, done_count, frozen_sim, start_daemon, test_config, wait_done, wait_until,
@@ -63,8 +64,8 @@ async fn a_sigkilled_daemon_restarted_mid_backlog_publishes_every_block_once() {
     assert!(done_at_kill < 3001, "killed too late to mean anything");
     // Leases of the killed process are still there, owned by their slots.
     let mut leased = 0;
-    for slot in (0..13).map(|i| format!("backlog-{i}")) {
-        leased += store.owned_leases(&slot).await.unwrap().len();
+    for slot in (0..13).map(SlotId::backlog) {
+        leased += store.owned_leases(slot).await.unwrap().len();
     }
 
     let mut daemon = DaemonProcess::spawn(&sim.url(), &redis.url(), &[]);
@@ -185,13 +186,9 @@ async fn sigterm_mid_backlog_exits_zero_and_a_restart_completes_the_range_once()
     let status = daemon.terminate(Duration::from_secs(8)).await;
     assert!(status.success(), "exit status {status:?}");
     // Everything claimed was handed back: no slot holds a lease.
-    for slot in ["tip", "priority"]
-        .into_iter()
-        .map(String::from)
-        .chain((0..13).map(|i| format!("backlog-{i}")))
-    {
+    for slot in SlotId::all(13) {
         assert!(
-            store.owned_leases(&slot).await.unwrap().is_empty(),
+            store.owned_leases(slot).await.unwrap().is_empty(),
             "{slot} kept leases"
         );
     }

@@ -3,7 +3,8 @@
 
 mod common;
 
-use actors::store::{Advance, CommitOutcome, FailOutcome, Lease, Path, Queue, Store};
+use actors::slot::SlotId;
+use actors::store::{Advance, CommitOutcome, FailOutcome, Lease, Origin, Queue, Store};
 use common::{by_block, expected_fields, read_stream, sample_block, TestRedis};
 use redis::AsyncCommands;
 
@@ -17,7 +18,7 @@ async fn backlog_is_claimed_highest_first_and_priority_lowest_first() {
         .advance(&Advance {
             expected_last: None,
             head: 200,
-            tip_slot: "tip".into(),
+            tip_slot: SlotId::TIP,
             lease_deadline_ms: FAR,
             enqueue: Some((Queue::Backlog, 100, 199)),
         })
@@ -27,44 +28,44 @@ async fn backlog_is_claimed_highest_first_and_priority_lowest_first() {
         .advance(&Advance {
             expected_last: Some(200),
             head: 210,
-            tip_slot: "tip".into(),
+            tip_slot: SlotId::TIP,
             lease_deadline_ms: FAR,
             enqueue: Some((Queue::Priority, 201, 209)),
         })
         .await
         .unwrap();
     let backlog = store
-        .claim(Queue::Backlog, "backlog-0", 5, FAR)
+        .claim(Queue::Backlog, SlotId::backlog(0), 5, FAR)
         .await
         .unwrap();
     assert_eq!(backlog, vec![199, 198, 197, 196, 195]);
     let next = store
-        .claim(Queue::Backlog, "backlog-1", 3, FAR)
+        .claim(Queue::Backlog, SlotId::backlog(1), 3, FAR)
         .await
         .unwrap();
     assert_eq!(next, vec![194, 193, 192]);
     let priority = store
-        .claim(Queue::Priority, "priority", 2, FAR)
+        .claim(Queue::Priority, SlotId::PRIORITY, 2, FAR)
         .await
         .unwrap();
     assert_eq!(priority, vec![201, 202]);
     assert_eq!(store.queue_len(Queue::Backlog).await.unwrap(), 92);
     assert_eq!(store.last_synced().await.unwrap(), Some(210));
-    let tip = store.owned_leases("tip").await.unwrap();
+    let tip = store.owned_leases(SlotId::TIP).await.unwrap();
     assert_eq!(
         tip,
         vec![
             Lease {
                 block: 210,
-                path: Path::Tip
+                origin: Origin::Tip
             },
             Lease {
                 block: 200,
-                path: Path::Tip
+                origin: Origin::Tip
             }
         ]
     );
-    let owned = store.owned_leases("backlog-1").await.unwrap();
+    let owned = store.owned_leases(SlotId::backlog(1)).await.unwrap();
     assert_eq!(
         owned.iter().map(|l| l.block).collect::<Vec<_>>(),
         vec![194, 193, 192]
@@ -78,7 +79,7 @@ async fn advance_refuses_a_stale_last_synced() {
     let advance = Advance {
         expected_last: None,
         head: 50,
-        tip_slot: "tip".into(),
+        tip_slot: SlotId::TIP,
         lease_deadline_ms: FAR,
         enqueue: None,
     };
@@ -99,16 +100,11 @@ async fn a_block_is_committed_once_whatever_happens_after() {
     let store = redis.store();
     let block = sample_block(500, 3);
     store
-        .claim(Queue::Backlog, "backlog-0", 1, FAR)
+        .claim(Queue::Backlog, SlotId::backlog(0), 1, FAR)
         .await
         .unwrap();
     let first = store
-        .commit(
-            "backlog-0",
-            Path::Backlog,
-            &block,
-            actors::services::now_ms(),
-        )
+        .commit(Origin::Backlog, &block, actors::clock::now_ms())
         .await
         .unwrap();
     assert_eq!(
@@ -119,12 +115,7 @@ async fn a_block_is_committed_once_whatever_happens_after() {
         }
     );
     let second = store
-        .commit(
-            "backlog-3",
-            Path::Backlog,
-            &block,
-            actors::services::now_ms(),
-        )
+        .commit(Origin::Backlog, &block, actors::clock::now_ms())
         .await
         .unwrap();
     assert_eq!(second, CommitOutcome::AlreadyDone);
@@ -164,35 +155,35 @@ async fn commit_drops_the_lease_and_done_blocks_are_never_claimed() {
         .advance(&Advance {
             expected_last: None,
             head: 20,
-            tip_slot: "tip".into(),
+            tip_slot: SlotId::TIP,
             lease_deadline_ms: FAR,
             enqueue: Some((Queue::Backlog, 1, 19)),
         })
         .await
         .unwrap();
     let claimed = store
-        .claim(Queue::Backlog, "backlog-0", 2, FAR)
+        .claim(Queue::Backlog, SlotId::backlog(0), 2, FAR)
         .await
         .unwrap();
     assert_eq!(claimed, vec![19, 18]);
     store
-        .commit("backlog-0", Path::Backlog, &sample_block(19, 1), 1)
+        .commit(Origin::Backlog, &sample_block(19, 1), 1)
         .await
         .unwrap();
     assert_eq!(
-        store.owned_leases("backlog-0").await.unwrap(),
+        store.owned_leases(SlotId::backlog(0)).await.unwrap(),
         vec![Lease {
             block: 18,
-            path: Path::Backlog
+            origin: Origin::Backlog
         }]
     );
     // Block 17 gets done elsewhere (a duplicate enqueue); claiming skips it.
     store
-        .commit("priority", Path::Priority, &sample_block(17, 0), 1)
+        .commit(Origin::Priority, &sample_block(17, 0), 1)
         .await
         .unwrap();
     let claimed = store
-        .claim(Queue::Backlog, "backlog-1", 2, FAR)
+        .claim(Queue::Backlog, SlotId::backlog(1), 2, FAR)
         .await
         .unwrap();
     assert_eq!(claimed, vec![16, 15]);
@@ -207,7 +198,7 @@ async fn failures_walk_the_schedule_into_the_dead_letter_set() {
         .advance(&Advance {
             expected_last: None,
             head: 100,
-            tip_slot: "tip".into(),
+            tip_slot: SlotId::TIP,
             lease_deadline_ms: FAR,
             enqueue: Some((Queue::Backlog, 90, 99)),
         })
@@ -216,12 +207,12 @@ async fn failures_walk_the_schedule_into_the_dead_letter_set() {
     let mut now = 1_000_000u64;
     for attempt in 1..=9u32 {
         let claimed = store
-            .claim(Queue::Backlog, "backlog-0", 1, FAR)
+            .claim(Queue::Backlog, SlotId::backlog(0), 1, FAR)
             .await
             .unwrap();
         assert_eq!(claimed, vec![99], "attempt {attempt} takes block 99 again");
         let outcome = store
-            .fail("backlog-0", 99, "malformed answer", now, &delays)
+            .fail(99, "malformed answer", now, &delays)
             .await
             .unwrap();
         let due = now + delays[attempt as usize - 1];
@@ -232,18 +223,22 @@ async fn failures_walk_the_schedule_into_the_dead_letter_set() {
                 due_ms: due
             }
         );
-        assert!(store.owned_leases("backlog-0").await.unwrap().is_empty());
+        assert!(store
+            .owned_leases(SlotId::backlog(0))
+            .await
+            .unwrap()
+            .is_empty());
         // Not due a millisecond early, due exactly on time, and back on the backlog.
         assert_eq!(store.promote_due_retries(due - 1).await.unwrap(), 0);
         assert_eq!(store.promote_due_retries(due).await.unwrap(), 1);
         now = due;
     }
     store
-        .claim(Queue::Backlog, "backlog-0", 1, FAR)
+        .claim(Queue::Backlog, SlotId::backlog(0), 1, FAR)
         .await
         .unwrap();
     let last = store
-        .fail("backlog-0", 99, "still malformed", now, &delays)
+        .fail(99, "still malformed", now, &delays)
         .await
         .unwrap();
     assert_eq!(last, FailOutcome::Dead { attempts: 10 });
@@ -259,7 +254,7 @@ async fn failures_walk_the_schedule_into_the_dead_letter_set() {
     // The next claim moves on to the other blocks.
     assert_eq!(
         store
-            .claim(Queue::Backlog, "backlog-0", 1, FAR)
+            .claim(Queue::Backlog, SlotId::backlog(0), 1, FAR)
             .await
             .unwrap(),
         vec![98]
@@ -274,39 +269,49 @@ async fn expired_leases_go_back_to_their_queue_and_heartbeats_keep_them() {
         .advance(&Advance {
             expected_last: None,
             head: 30,
-            tip_slot: "tip".into(),
+            tip_slot: SlotId::TIP,
             lease_deadline_ms: 1_000,
             enqueue: Some((Queue::Backlog, 1, 29)),
         })
         .await
         .unwrap();
     store
-        .claim(Queue::Backlog, "backlog-0", 2, 1_000)
+        .claim(Queue::Backlog, SlotId::backlog(0), 2, 1_000)
         .await
         .unwrap();
     store
-        .claim(Queue::Backlog, "backlog-1", 1, 1_000)
+        .claim(Queue::Backlog, SlotId::backlog(1), 1, 1_000)
         .await
         .unwrap();
-    assert_eq!(store.heartbeat("backlog-1", 10_000).await.unwrap(), 1);
+    assert_eq!(
+        store.heartbeat(SlotId::backlog(1), 10_000).await.unwrap(),
+        1
+    );
     assert_eq!(
         store.reap_expired(5_000).await.unwrap(),
         3,
         "tip 30, backlog 29 and 28"
     );
-    assert!(store.owned_leases("backlog-0").await.unwrap().is_empty());
-    assert_eq!(store.owned_leases("backlog-1").await.unwrap().len(), 1);
+    assert!(store
+        .owned_leases(SlotId::backlog(0))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.owned_leases(SlotId::backlog(1)).await.unwrap().len(),
+        1
+    );
     // The backlog blocks are back on the backlog, the tip block on the priority queue.
     assert_eq!(
         store
-            .claim(Queue::Backlog, "backlog-2", 3, FAR)
+            .claim(Queue::Backlog, SlotId::backlog(2), 3, FAR)
             .await
             .unwrap(),
         vec![29, 28, 26]
     );
     assert_eq!(
         store
-            .claim(Queue::Priority, "priority", 5, FAR)
+            .claim(Queue::Priority, SlotId::PRIORITY, 5, FAR)
             .await
             .unwrap(),
         vec![30]
@@ -321,18 +326,18 @@ async fn release_hands_back_only_the_slots_own_leases() {
         .advance(&Advance {
             expected_last: None,
             head: 10,
-            tip_slot: "tip".into(),
+            tip_slot: SlotId::TIP,
             lease_deadline_ms: FAR,
             enqueue: Some((Queue::Backlog, 1, 9)),
         })
         .await
         .unwrap();
     store
-        .claim(Queue::Backlog, "backlog-0", 2, FAR)
+        .claim(Queue::Backlog, SlotId::backlog(0), 2, FAR)
         .await
         .unwrap();
-    assert_eq!(store.release("backlog-1", &[9, 8]).await.unwrap(), 0);
-    assert_eq!(store.release("backlog-0", &[9, 8]).await.unwrap(), 2);
+    assert_eq!(store.release(SlotId::backlog(1), &[9, 8]).await.unwrap(), 0);
+    assert_eq!(store.release(SlotId::backlog(0), &[9, 8]).await.unwrap(), 2);
     assert_eq!(store.queue_len(Queue::Backlog).await.unwrap(), 9);
 }
 
@@ -341,7 +346,7 @@ async fn a_redis_that_forgot_the_scripts_still_commits() {
     let redis = TestRedis::start().await;
     let store = redis.store();
     let first = sample_block(7, 3);
-    store.commit("tip", Path::Tip, &first, 1_000).await.unwrap();
+    store.commit(Origin::Tip, &first, 1_000).await.unwrap();
     // What a restarted Redis (or SCRIPT FLUSH) does to the script cache.
     let mut conn = redis.conn().await;
     let _: () = redis::cmd("SCRIPT")
@@ -350,10 +355,7 @@ async fn a_redis_that_forgot_the_scripts_still_commits() {
         .await
         .unwrap();
     let second = sample_block(8, 5);
-    let outcome = store
-        .commit("tip", Path::Tip, &second, 1_000)
-        .await
-        .unwrap();
+    let outcome = store.commit(Origin::Tip, &second, 1_000).await.unwrap();
     assert_eq!(
         outcome,
         CommitOutcome::Published {

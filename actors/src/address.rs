@@ -5,12 +5,16 @@ use sha2::{Digest, Sha256};
 /// The version byte of every mainnet address.
 pub const ADDRESS_PREFIX: u8 = 0x41;
 
+/// Why a text is not a TRON address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
+    /// Not hexadecimal.
     #[error("address {0:?} is not hex")]
     NotHex(String),
+    /// Neither 20 nor 21 bytes.
     #[error("address {0:?} has {1} bytes, expected 20 or 21")]
     BadLength(String, usize),
+    /// Not base58, or its checksum does not match.
     #[error("address {0:?} is not a valid base58check address")]
     BadBase58(String),
 }

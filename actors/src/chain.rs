@@ -20,20 +20,39 @@ pub enum ChainError {
     /// The block has transactions but the node answered `[]` infos: a node behind a load
     /// balancer that is not synced. Never publish such a block empty.
     #[error("node not synced for block {block}: {txs} transactions but no transaction infos")]
-    NodeNotSynced { block: u64, txs: usize },
+    NodeNotSynced {
+        /// The block asked for.
+        block: u64,
+        /// Its transactions.
+        txs: usize,
+    },
     /// An answer we cannot use: bad JSON, missing fields, infos that do not match the block.
     #[error("malformed answer for {what}: {detail}")]
-    Malformed { what: String, detail: String },
+    Malformed {
+        /// What was asked for (`block 5`, `head`, ...).
+        what: String,
+        /// What is wrong with the answer.
+        detail: String,
+    },
     /// HTTP 200 with `{"Error": ...}`; the node's message is kept.
     #[error("node error: {0}")]
     Node(String),
     /// The node suspended us for `pause_ms`: TronGrid's notice (any status, with the
     /// suspension in its body), a 429/403, or a `Retry-After`.
     #[error("rate limited by the node (HTTP {status}): every request waits {pause_ms} ms")]
-    RateLimited { status: u16, pause_ms: u64 },
+    RateLimited {
+        /// The HTTP status of the refusal.
+        status: u16,
+        /// How long every request waits.
+        pause_ms: u64,
+    },
     /// Other HTTP status codes; a bare 502/503/504 from a proxy or load balancer among them.
     #[error("node answered HTTP {status}")]
-    Http { status: u16 },
+    Http {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// No answer within the request timeout.
     #[error("node request timed out")]
     Timeout,
     /// The request did not get an answer; the HTTP client's error is the source. The message
@@ -83,13 +102,21 @@ impl ChainError {
 /// (`kind as usize`, in the order of [`ChainErrorKind::ALL`]) and metrics are labelled with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChainErrorKind {
+    /// [`ChainError::NotProduced`]
     NotProduced,
+    /// [`ChainError::NodeNotSynced`]
     NodeNotSynced,
+    /// [`ChainError::Malformed`]
     Malformed,
+    /// [`ChainError::Node`]
     Node,
+    /// [`ChainError::RateLimited`]
     RateLimited,
+    /// [`ChainError::Http`]
     Http,
+    /// [`ChainError::Timeout`]
     Timeout,
+    /// [`ChainError::Transport`]
     Transport,
 }
 
@@ -128,6 +155,7 @@ impl ChainErrorKind {
 pub struct ErrorSource(Arc<dyn std::error::Error + Send + Sync>);
 
 impl ErrorSource {
+    /// Keeps `error` as the source.
     pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         ErrorSource(Arc::new(error))
     }
@@ -187,17 +215,10 @@ struct Message(String);
 /// go first: they keep the stream live; the backlog fills the rest of the budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
+    /// The head, small gaps and retries.
     Head,
+    /// The backlog.
     Backlog,
-}
-
-impl From<crate::store::Path> for Lane {
-    fn from(path: crate::store::Path) -> Self {
-        match path {
-            crate::store::Path::Backlog => Lane::Backlog,
-            crate::store::Path::Tip | crate::store::Path::Priority => Lane::Head,
-        }
-    }
 }
 
 /// Where [`Chain::blocks_into`] sends each block as soon as it is complete. A small capacity

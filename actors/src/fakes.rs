@@ -6,8 +6,9 @@
 use crate::chain::{Chain, ChainError, Lane};
 use crate::model::{Block, BlockHeader, Event, EventBody};
 use crate::retry::{after_failure, NextStep};
+use crate::slot::SlotId;
 use crate::store::{
-    Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Path, Queue, Store, StoreError,
+    Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store, StoreError,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -16,22 +17,26 @@ use std::sync::Mutex;
 
 /// A chain whose head the test moves; block n has n % 3 events; some blocks always fail.
 #[derive(Default)]
-pub struct FakeChain {
-    pub head: AtomicU64,
-    pub always_failing: Mutex<HashSet<u64>>,
+pub(crate) struct FakeChain {
+    pub(crate) head: AtomicU64,
+    pub(crate) always_failing: Mutex<HashSet<u64>>,
     /// Fetching these blocks panics (a bug in decoding, say).
-    pub panicking: Mutex<HashSet<u64>>,
-    pub fetches: Mutex<HashMap<u64, u32>>,
+    pub(crate) panicking: Mutex<HashSet<u64>>,
+    /// Fetching these blocks never finishes (a node that hangs).
+    pub(crate) stalled: Mutex<HashSet<u64>>,
+    /// Fetching these blocks takes this long.
+    pub(crate) slow: Mutex<HashMap<u64, std::time::Duration>>,
+    pub(crate) fetches: Mutex<HashMap<u64, u32>>,
 }
 
 impl FakeChain {
-    pub fn with_head(head: u64) -> Self {
+    pub(crate) fn with_head(head: u64) -> Self {
         let chain = FakeChain::default();
         chain.head.store(head, Ordering::SeqCst);
         chain
     }
 
-    pub fn expected(number: u64) -> Block {
+    pub(crate) fn expected(number: u64) -> Block {
         Block {
             header: header(number),
             events: (0..number % 3)
@@ -66,6 +71,13 @@ impl Chain for FakeChain {
 
     async fn block(&self, number: u64, _lane: Lane) -> Result<Block, ChainError> {
         *self.fetches.lock().unwrap().entry(number).or_default() += 1;
+        if self.stalled.lock().unwrap().contains(&number) {
+            std::future::pending::<()>().await;
+        }
+        let delay = self.slow.lock().unwrap().get(&number).copied();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         if self.panicking.lock().unwrap().contains(&number) {
             panic!("fake chain panics on block {number}");
         }
@@ -83,33 +95,26 @@ impl Chain for FakeChain {
 }
 
 #[derive(Default)]
-pub struct FakeStoreState {
-    pub last_synced: Option<u64>,
-    pub priority: BTreeSet<u64>,
-    pub backlog: BTreeSet<u64>,
-    /// block -> (slot, path, deadline)
-    pub leases: HashMap<u64, (String, Path, u64)>,
-    pub done: HashSet<u64>,
+pub(crate) struct FakeStoreState {
+    pub(crate) last_synced: Option<u64>,
+    pub(crate) priority: BTreeSet<u64>,
+    pub(crate) backlog: BTreeSet<u64>,
+    /// block -> (slot, origin, deadline)
+    pub(crate) leases: HashMap<u64, (SlotId, Origin, u64)>,
+    pub(crate) done: HashSet<u64>,
     /// Commits in order: (block, events).
-    pub stream: Vec<(u64, usize)>,
-    pub attempts: HashMap<u64, u32>,
+    pub(crate) stream: Vec<(u64, usize)>,
+    pub(crate) attempts: HashMap<u64, u32>,
     /// block -> (due, queue to return to)
-    pub retry: BTreeMap<u64, (u64, Queue)>,
-    pub dead: BTreeMap<u64, DeadLetter>,
+    pub(crate) retry: BTreeMap<u64, (u64, Queue)>,
+    pub(crate) dead: BTreeMap<u64, DeadLetter>,
 }
 
 #[derive(Default)]
-pub struct FakeStore {
-    pub state: Mutex<FakeStoreState>,
+pub(crate) struct FakeStore {
+    pub(crate) state: Mutex<FakeStoreState>,
     /// Commits and failure records fail, as with Redis down.
-    pub down: std::sync::atomic::AtomicBool,
-}
-
-fn origin(path: Path) -> Queue {
-    match path {
-        Path::Backlog => Queue::Backlog,
-        Path::Tip | Path::Priority => Queue::Priority,
-    }
+    pub(crate) down: std::sync::atomic::AtomicBool,
 }
 
 impl FakeStoreState {
@@ -121,9 +126,9 @@ impl FakeStoreState {
     }
 
     fn return_to_queue(&mut self, block: u64) {
-        if let Some((_, path, _)) = self.leases.remove(&block) {
+        if let Some((_, origin, _)) = self.leases.remove(&block) {
             if !self.done.contains(&block) {
-                self.queue(origin(path)).insert(block);
+                self.queue(origin.queue()).insert(block);
             }
         }
     }
@@ -149,11 +154,7 @@ impl Store for FakeStore {
         if !s.done.contains(&advance.head) {
             s.leases.insert(
                 advance.head,
-                (
-                    advance.tip_slot.clone(),
-                    Path::Tip,
-                    advance.lease_deadline_ms,
-                ),
+                (advance.tip_slot, Origin::Tip, advance.lease_deadline_ms),
             );
         }
         s.last_synced = Some(advance.head);
@@ -163,7 +164,7 @@ impl Store for FakeStore {
     async fn claim(
         &self,
         queue: Queue,
-        slot: &str,
+        slot: SlotId,
         max: usize,
         deadline_ms: u64,
     ) -> Result<Vec<u64>, StoreError> {
@@ -176,34 +177,33 @@ impl Store for FakeStore {
             };
             let Some(block) = next else { break };
             if !s.done.contains(&block) {
-                s.leases
-                    .insert(block, (slot.to_string(), queue.path(), deadline_ms));
+                s.leases.insert(block, (slot, queue.origin(), deadline_ms));
                 out.push(block);
             }
         }
         Ok(out)
     }
 
-    async fn owned_leases(&self, slot: &str) -> Result<Vec<Lease>, StoreError> {
+    async fn owned_leases(&self, slot: SlotId) -> Result<Vec<Lease>, StoreError> {
         let s = self.state.lock().unwrap();
         let mut leases: Vec<Lease> = s
             .leases
             .iter()
-            .filter(|(_, (owner, _, _))| owner == slot)
-            .map(|(block, (_, path, _))| Lease {
+            .filter(|(_, (owner, _, _))| *owner == slot)
+            .map(|(block, (_, origin, _))| Lease {
                 block: *block,
-                path: *path,
+                origin: *origin,
             })
             .collect();
         leases.sort_by_key(|l| std::cmp::Reverse(l.block));
         Ok(leases)
     }
 
-    async fn heartbeat(&self, slot: &str, deadline_ms: u64) -> Result<usize, StoreError> {
+    async fn heartbeat(&self, slot: SlotId, deadline_ms: u64) -> Result<usize, StoreError> {
         let mut s = self.state.lock().unwrap();
         let mut n = 0;
         for (owner, _, deadline) in s.leases.values_mut() {
-            if owner == slot {
+            if *owner == slot {
                 *deadline = deadline_ms;
                 n += 1;
             }
@@ -213,8 +213,7 @@ impl Store for FakeStore {
 
     async fn commit(
         &self,
-        _slot: &str,
-        _path: Path,
+        _origin: Origin,
         block: &Block,
         _now_ms: u64,
     ) -> Result<CommitOutcome, StoreError> {
@@ -238,7 +237,6 @@ impl Store for FakeStore {
 
     async fn fail(
         &self,
-        _slot: &str,
         block: u64,
         error: &str,
         now_ms: u64,
@@ -248,11 +246,11 @@ impl Store for FakeStore {
             return Err(StoreError::Unavailable("connection refused".into()));
         }
         let mut s = self.state.lock().unwrap();
-        let path = s
+        let origin = s
             .leases
             .remove(&block)
-            .map(|(_, path, _)| path)
-            .unwrap_or(Path::Priority);
+            .map(|(_, origin, _)| origin)
+            .unwrap_or(Origin::Priority);
         if s.done.contains(&block) {
             return Ok(FailOutcome::AlreadyDone);
         }
@@ -264,7 +262,7 @@ impl Store for FakeStore {
         match after_failure(attempt, delays_ms) {
             NextStep::RetryAfter(delay) => {
                 let due_ms = now_ms + delay.as_millis() as u64;
-                s.retry.insert(block, (due_ms, origin(path)));
+                s.retry.insert(block, (due_ms, origin.queue()));
                 Ok(FailOutcome::Retry { attempt, due_ms })
             }
             NextStep::DeadLetter => {
@@ -276,7 +274,7 @@ impl Store for FakeStore {
                         attempts: attempt,
                         error: error.to_string(),
                         at_ms: now_ms,
-                        path: origin(path).path().as_str().to_string(),
+                        path: origin.queue().as_str().to_string(),
                     },
                 );
                 Ok(FailOutcome::Dead { attempts: attempt })
@@ -284,13 +282,13 @@ impl Store for FakeStore {
         }
     }
 
-    async fn release(&self, slot: &str, blocks: &[u64]) -> Result<usize, StoreError> {
+    async fn release(&self, slot: SlotId, blocks: &[u64]) -> Result<usize, StoreError> {
         let mut s = self.state.lock().unwrap();
         let mut n = 0;
         for block in blocks {
             if s.leases
                 .get(block)
-                .is_some_and(|(owner, _, _)| owner == slot)
+                .is_some_and(|(owner, _, _)| *owner == slot)
             {
                 s.return_to_queue(*block);
                 n += 1;

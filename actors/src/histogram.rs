@@ -8,6 +8,7 @@ pub const BUCKETS_SECONDS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Latencies counted per bucket of [`BUCKETS_SECONDS`], shared by every thread that observes.
 #[derive(Debug, Default)]
 pub struct Histogram {
     /// Non-cumulative counts per bucket; the last slot is +Inf.
@@ -17,6 +18,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Counts one latency.
     pub fn observe(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let index = BUCKETS_SECONDS
@@ -31,6 +33,7 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Latencies counted so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }

@@ -3,9 +3,11 @@
 //! PriorityActor and the BacklogActors so the three paths cannot drift apart.
 
 use crate::chain::{BlockSpans, ChainError, Lane};
+use crate::clock::now_ms;
 use crate::model::Block;
-use crate::services::{now_ms, Services};
-use crate::store::{CommitOutcome, FailOutcome, Path, StoreError};
+use crate::services::Services;
+use crate::slot::SlotId;
+use crate::store::{CommitOutcome, FailOutcome, Origin, StoreError};
 use crate::stream_publisher::PublisherMsg;
 use ractor::rpc::CallResult;
 use std::time::Duration;
@@ -16,13 +18,18 @@ use tracing::Instrument;
 /// filled in as they become known, the `otel.*` and `error.*` ones when the attempt fails (see
 /// [`crate::trace`]). Its children are the block's `fetch`, `decode` (made by the chain) and
 /// `commit` (made by the StreamPublisher).
-pub fn block_span(services: &Services, slot: &str, path: Path, number: u64) -> tracing::Span {
+pub(crate) fn block_span(
+    services: &Services,
+    slot: SlotId,
+    origin: Origin,
+    number: u64,
+) -> tracing::Span {
     let span = tracing::info_span!(
         parent: None,
         "block",
         block = number,
         hash = tracing::field::Empty,
-        path = path.as_str(),
+        path = origin.as_str(),
         slot = %slot,
         attempt = tracing::field::Empty,
         events = tracing::field::Empty,
@@ -40,16 +47,16 @@ pub fn block_span(services: &Services, slot: &str, path: Path, number: u64) -> t
 }
 
 /// Fetches and finishes one leased block inside its own trace.
-pub async fn work_one(
+pub(crate) async fn work_one(
     services: &Services,
-    slot: &str,
-    path: Path,
+    slot: SlotId,
+    origin: Origin,
     number: u64,
 ) -> Result<BlockOutcome, StoreError> {
-    let span = block_span(services, slot, path, number);
+    let span = block_span(services, slot, origin, number);
     async {
-        let fetched = services.chain.block(number, path.into()).await;
-        finish_block(services, slot, path, number, fetched).await
+        let fetched = services.chain.block(number, origin.into()).await;
+        finish_block(services, slot, origin, number, fetched).await
     }
     .instrument(span)
     .await
@@ -57,17 +64,17 @@ pub async fn work_one(
 
 /// What became of one leased block.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BlockOutcome {
+pub(crate) enum BlockOutcome {
     Committed(CommitOutcome),
     Failed(FailOutcome),
 }
 
 /// Commits a fetched block, or records why it could not be had. A `StoreError` means neither
 /// happened: the lease stays, so the block comes back after a restart or when the lease expires.
-pub async fn finish_block(
+pub(crate) async fn finish_block(
     services: &Services,
-    slot: &str,
-    path: Path,
+    slot: SlotId,
+    origin: Origin,
     number: u64,
     fetched: Result<Block, ChainError>,
 ) -> Result<BlockOutcome, StoreError> {
@@ -76,7 +83,7 @@ pub async fn finish_block(
         Ok(block) => {
             span.record("hash", block.header.hash.as_str());
             span.record("events", block.events.len());
-            match publish(services, slot, path, block).await {
+            match publish(services, origin, block).await {
                 Ok(outcome) => {
                     match outcome {
                         CommitOutcome::Published { attempt, .. } => {
@@ -98,13 +105,7 @@ pub async fn finish_block(
     crate::trace::record_exception(&span, kind, &error);
     let outcome = match services
         .store
-        .fail(
-            slot,
-            number,
-            &error,
-            now_ms(),
-            &services.settings.retry_delays_ms,
-        )
+        .fail(number, &error, now_ms(), &services.settings.retry_delays_ms)
         .await
     {
         Ok(outcome) => outcome,
@@ -152,20 +153,17 @@ pub async fn finish_block(
 /// Hands the block to the StreamPublisher and waits for its commit.
 async fn publish(
     services: &Services,
-    slot: &str,
-    path: Path,
+    origin: Origin,
     block: Block,
 ) -> Result<CommitOutcome, StoreError> {
     let publisher = services
         .directory
         .publisher()
         .ok_or_else(|| StoreError::Unavailable("stream publisher not running".into()))?;
-    let slot = slot.to_string();
     let answer = publisher
         .call(
             |reply| PublisherMsg::Commit {
-                slot,
-                path,
+                origin,
                 block: Box::new(block),
                 reply,
             },
@@ -186,7 +184,7 @@ async fn publish(
 
 /// Splits block numbers into runs of consecutive numbers (`from..to`, end exclusive), so a
 /// batch can be fetched with as few range requests as possible.
-pub fn consecutive_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
+pub(crate) fn consecutive_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
     let mut sorted = blocks.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
@@ -204,24 +202,24 @@ pub fn consecutive_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
 /// and each block is committed (or failed) as soon as it is complete, so a worker holds a few
 /// decoded blocks at a time, not its whole batch. Runs go highest first. Returns how many were
 /// finished; stops at the first store error, leaving the rest leased.
-pub async fn work_batch(
+pub(crate) async fn work_batch(
     services: &Services,
-    slot: &str,
-    batch: &[(u64, Path)],
+    slot: SlotId,
+    batch: &[(u64, Origin)],
 ) -> Result<usize, StoreError> {
     let numbers: Vec<u64> = batch.iter().map(|(n, _)| *n).collect();
     let runs = consecutive_runs(&numbers);
     if runs.len() == batch.len() {
         // No two blocks adjacent: each is its own trace from fetch to commit.
-        for (number, path) in batch {
-            work_one(services, slot, *path, *number).await?;
+        for (number, origin) in batch {
+            work_one(services, slot, *origin, *number).await?;
         }
         return Ok(batch.len());
     }
-    let path_of: std::collections::HashMap<u64, Path> = batch.iter().copied().collect();
+    let origin_of: std::collections::HashMap<u64, Origin> = batch.iter().copied().collect();
     let mut finished = 0;
     for (from, to) in runs.into_iter().rev() {
-        finished += work_run(services, slot, &path_of, from, to).await?;
+        finished += work_run(services, slot, &origin_of, from, to).await?;
     }
     Ok(finished)
 }
@@ -231,8 +229,8 @@ pub async fn work_batch(
 /// its root is opened before the range is asked for and covers the wait for it.
 async fn work_run(
     services: &Services,
-    slot: &str,
-    path_of: &std::collections::HashMap<u64, Path>,
+    slot: SlotId,
+    origin_of: &std::collections::HashMap<u64, Origin>,
     from: u64,
     to: u64,
 ) -> Result<usize, StoreError> {
@@ -240,14 +238,14 @@ async fn work_run(
         tracing::info_span!(parent: None, "node.get_blocks", from, to = to - 1, slot = %slot);
     let (sink, arriving) = tokio::sync::mpsc::channel(1);
     // A batch comes from one queue; its first block tells which.
-    let lane = path_of
+    let lane = origin_of
         .get(&from)
         .copied()
         .map_or(Lane::Backlog, Lane::from);
     let mut roots: BlockSpans = (from..to)
         .filter_map(|number| {
-            let path = path_of.get(&number).copied()?;
-            let span = block_span(services, slot, path, number);
+            let origin = origin_of.get(&number).copied()?;
+            let span = block_span(services, slot, origin, number);
             span.follows_from(&range_span);
             Some((number, span))
         })
@@ -263,14 +261,14 @@ async fn work_run(
         // Owned here, so that returning early hangs up on the fetch.
         let mut arriving = arriving;
         while let Some((number, result)) = arriving.recv().await {
-            let Some(path) = path_of.get(&number).copied() else {
+            let Some(origin) = origin_of.get(&number).copied() else {
                 continue;
             };
             seen.insert(number);
             let span = roots
                 .remove(&number)
-                .unwrap_or_else(|| block_span(services, slot, path, number));
-            finish_block(services, slot, path, number, result)
+                .unwrap_or_else(|| block_span(services, slot, origin, number));
+            finish_block(services, slot, origin, number, result)
                 .instrument(span)
                 .await?;
         }
@@ -284,7 +282,7 @@ async fn work_run(
         if seen.contains(&number) {
             continue;
         }
-        let Some(path) = path_of.get(&number).copied() else {
+        let Some(origin) = origin_of.get(&number).copied() else {
             continue;
         };
         let missing = Err(ChainError::Malformed {
@@ -293,8 +291,8 @@ async fn work_run(
         });
         let span = roots
             .remove(&number)
-            .unwrap_or_else(|| block_span(services, slot, path, number));
-        finish_block(services, slot, path, number, missing)
+            .unwrap_or_else(|| block_span(services, slot, origin, number));
+        finish_block(services, slot, origin, number, missing)
             .instrument(span)
             .await?;
         finished += 1;
@@ -308,22 +306,18 @@ mod tests {
 
     use super::*;
     use crate::fakes::{FakeChain, FakeStore};
-    use crate::services::{Directory, FaultHooks, TreeStats};
     use crate::stream_publisher::StreamPublisher;
+    use crate::tree::TreeDeps;
     use std::sync::Arc;
 
     async fn services(chain: FakeChain, store: Arc<FakeStore>) -> Services {
         let (_stop, stopping) = tokio::sync::watch::channel(false);
-        let services = Services {
-            chain: Arc::new(chain),
+        let deps = TreeDeps::new(
+            Arc::new(chain),
             store,
-            settings: Arc::new(crate::settings::Settings::for_tests()),
-            directory: Directory::default(),
-            stopping,
-            hooks: Arc::new(FaultHooks::default()),
-            stats: Arc::new(TreeStats::default()),
-            span_hook: None,
-        };
+            crate::settings::Settings::for_tests(),
+        );
+        let services = Services::new(deps, stopping);
         let publisher = StreamPublisher {
             services: services.clone(),
         };
@@ -331,15 +325,15 @@ mod tests {
         services
     }
 
-    fn backlog(numbers: std::ops::RangeInclusive<u64>) -> Vec<(u64, Path)> {
-        numbers.rev().map(|n| (n, Path::Backlog)).collect()
+    fn backlog(numbers: std::ops::RangeInclusive<u64>) -> Vec<(u64, Origin)> {
+        numbers.rev().map(|n| (n, Origin::Backlog)).collect()
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_is_committed_highest_first_as_blocks_arrive() {
         let store = Arc::new(FakeStore::default());
         let services = services(FakeChain::with_head(100), store.clone()).await;
-        let finished = work_batch(&services, "backlog-0", &backlog(41..=50))
+        let finished = work_batch(&services, SlotId::backlog(0), &backlog(41..=50))
             .await
             .unwrap();
         assert_eq!(finished, 10);
@@ -362,7 +356,7 @@ mod tests {
         // Paused time: a hang would run into the timeout at once.
         let result = tokio::time::timeout(
             Duration::from_secs(600),
-            work_batch(&services, "backlog-0", &backlog(1..=20)),
+            work_batch(&services, SlotId::backlog(0), &backlog(1..=20)),
         )
         .await
         .expect("work_batch hung after a store error");

@@ -9,6 +9,7 @@ pub const EVENT_SCHEMA_VERSION: &str = "1";
 /// What identifies a block on the chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {
+    /// The block number (height).
     pub number: u64,
     /// `blockID`, 64 hex characters.
     pub hash: String,
@@ -21,7 +22,9 @@ pub struct BlockHeader {
 /// A block reduced to what we publish: its header and every event it yields, in block order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
+    /// The block's identity.
     pub header: BlockHeader,
+    /// Every event, in block order.
     pub events: Vec<Event>,
 }
 
@@ -32,25 +35,31 @@ pub struct Event {
     pub uid: String,
     /// Transaction id.
     pub tx: String,
+    /// What happened.
     pub body: EventBody,
 }
 
 /// The kind-specific part of an event. Addresses are base58 (`T...`), amounts decimal strings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// The fields are the stream entry's, each documented in docs/EVENTS.md.
+#[allow(missing_docs)]
 pub enum EventBody {
+    /// A TRC-20 `Transfer` log.
     Trc20Transfer {
         contract: String,
         from: String,
         to: String,
         value: String,
     },
+    /// A TRC-721 `Transfer` log.
     Trc721Transfer {
         contract: String,
         from: String,
         to: String,
         token_id: String,
     },
+    /// An `Approval` log.
     Approval {
         contract: String,
         owner: String,
@@ -65,11 +74,13 @@ pub enum EventBody {
         /// Hex data without `0x`.
         data: String,
     },
+    /// A TRX transfer (a `TransferContract`).
     TrxTransfer {
         from: String,
         to: String,
         value: String,
     },
+    /// A TRC-10 transfer (a `TransferAssetContract`).
     Trc10Transfer {
         from: String,
         to: String,

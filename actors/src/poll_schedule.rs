@@ -16,7 +16,7 @@ use std::time::Duration;
 const WINDOW: usize = 32;
 
 #[derive(Clone, Debug)]
-pub struct PollSchedule {
+pub(crate) struct PollSchedule {
     block_interval_ms: i64,
     min_ms: u64,
     max_ms: u64,
@@ -32,7 +32,7 @@ pub struct PollSchedule {
 impl PollSchedule {
     /// `block_interval`: the chain's block time; `min`/`max`: the shortest and longest waits
     /// between two polls.
-    pub fn new(block_interval: Duration, min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(block_interval: Duration, min: Duration, max: Duration) -> Self {
         let min_ms = (min.as_millis() as u64).max(1);
         PollSchedule {
             block_interval_ms: block_interval.as_millis() as i64,
@@ -45,7 +45,7 @@ impl PollSchedule {
     }
 
     /// Records the head answered at our time `now_ms` and returns the wait before the next poll.
-    pub fn after_head(&mut self, number: u64, timestamp_ms: u64, now_ms: u64) -> Duration {
+    pub(crate) fn after_head(&mut self, number: u64, timestamp_ms: u64, now_ms: u64) -> Duration {
         let (timestamp, now) = (timestamp_ms as i64, now_ms as i64);
         let is_new = self.last_head.is_none_or(|(last, _)| number > last);
         if is_new {
@@ -77,7 +77,7 @@ impl PollSchedule {
     }
 
     /// The wait after a failed poll: the node or the coordinator did not answer.
-    pub fn after_failure(&self) -> Duration {
+    pub(crate) fn after_failure(&self) -> Duration {
         Duration::from_millis(self.min_ms.max(1_000).min(self.max_ms))
     }
 }

@@ -6,35 +6,44 @@
 //! killed process), then claims new work in batches, atomically (pop + lease in one step).
 
 use crate::job::work_batch;
-use crate::services::{Services, SlotState};
-use crate::store::{Path, Queue};
+use crate::services::Services;
+use crate::slot::SlotId;
+use crate::slot_state::SlotState;
+use crate::store::{Origin, Queue};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-pub struct QueueWorker {
-    pub services: Services,
-    pub slot: String,
-    pub queue: Queue,
-    pub batch: usize,
+/// A worker of one queue under one slot: the PriorityActor or a BacklogActor.
+pub(crate) struct QueueWorker {
+    services: Services,
+    slot: SlotId,
+    queue: Queue,
+    /// Blocks claimed at once.
+    batch: usize,
 }
+
+/// The worker of the priority queue (slot `priority`).
+pub(crate) type PriorityActor = QueueWorker;
+/// A worker of the backlog (slots `backlog-<i>`).
+pub(crate) type BacklogActor = QueueWorker;
 
 impl QueueWorker {
     /// The PriorityActor.
-    pub fn priority(services: Services) -> Self {
+    pub(crate) fn priority(services: Services) -> PriorityActor {
         let batch = services.settings.priority_batch;
         QueueWorker {
             services,
-            slot: "priority".into(),
+            slot: SlotId::PRIORITY,
             queue: Queue::Priority,
             batch,
         }
     }
 
-    /// BacklogActor number `index`.
-    pub fn backlog(services: Services, index: usize) -> Self {
+    /// The BacklogActor of `slot`, one of [`SlotId::backlog`]'s.
+    pub(crate) fn backlog(services: Services, slot: SlotId) -> BacklogActor {
         let batch = services.settings.backlog_batch;
         QueueWorker {
             services,
-            slot: format!("backlog-{index}"),
+            slot,
             queue: Queue::Backlog,
             batch,
         }
@@ -43,26 +52,26 @@ impl QueueWorker {
     /// One round of work; returns how many blocks it finished.
     async fn step(&self, state: &mut SlotState) -> Result<usize, ActorProcessingErr> {
         let store = &self.services.store;
-        let batch: Vec<(u64, Path)> = if state.resumed {
-            let path = self.queue.path();
+        let batch: Vec<(u64, Origin)> = if state.resumed {
+            let origin = self.queue.origin();
             store
                 .claim(
                     self.queue,
-                    &self.slot,
+                    self.slot,
                     self.batch,
                     self.services.lease_deadline(),
                 )
                 .await?
                 .into_iter()
-                .map(|block| (block, path))
+                .map(|block| (block, origin))
                 .collect()
         } else {
-            let leases = store.owned_leases(&self.slot).await?;
+            let leases = store.owned_leases(self.slot).await?;
             if !leases.is_empty() {
                 tracing::info!(slot = %self.slot, leases = leases.len(), "Resuming the slot's leases");
             }
             state.resumed = true;
-            leases.iter().map(|l| (l.block, l.path)).collect()
+            leases.iter().map(|l| (l.block, l.origin)).collect()
         };
         if batch.is_empty() {
             return Ok(0);
@@ -74,11 +83,11 @@ impl QueueWorker {
                 self.slot
             );
         }
-        Ok(work_batch(&self.services, &self.slot, &batch).await?)
+        Ok(work_batch(&self.services, self.slot, &batch).await?)
     }
 }
 
-pub enum WorkerMsg {
+pub(crate) enum WorkerMsg {
     Work,
 }
 
@@ -93,7 +102,7 @@ impl Actor for QueueWorker {
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(WorkerMsg::Work)?;
-        Ok(SlotState::new(&self.services, &self.slot))
+        Ok(SlotState::new(&self.services, self.slot))
     }
 
     async fn handle(
@@ -110,15 +119,15 @@ impl Actor for QueueWorker {
                 let idle = self.services.settings.idle;
                 match self.step(state).await {
                     Ok(0) => {
-                        state.succeeded(&self.slot);
+                        state.succeeded(self.slot);
                         myself.send_after(idle, || WorkerMsg::Work);
                     }
                     Ok(_) => {
-                        state.succeeded(&self.slot);
+                        state.succeeded(self.slot);
                         myself.send_message(WorkerMsg::Work)?
                     }
                     Err(error) => {
-                        let wait = state.failed(&self.slot, idle, &error);
+                        let wait = state.failed(self.slot, idle, &error);
                         myself.send_after(wait, || WorkerMsg::Work);
                     }
                 }

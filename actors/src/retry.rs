@@ -16,10 +16,13 @@ pub fn delays_ms(scale: f64) -> Vec<u64> {
 /// What happens after the `attempt`-th failure (1-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NextStep {
+    /// Try again after this delay.
     RetryAfter(Duration),
+    /// The schedule is used up: give the block up.
     DeadLetter,
 }
 
+/// The step after the `attempt`-th failure, by the schedule `delays_ms` (one delay per retry).
 pub fn after_failure(attempt: u32, delays_ms: &[u64]) -> NextStep {
     match attempt
         .checked_sub(1)

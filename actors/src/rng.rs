@@ -22,14 +22,17 @@ pub fn key(parts: &[u64]) -> u64 {
     })
 }
 
+/// A SplitMix64 generator: its state is the last word it was advanced to.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
 impl Rng {
+    /// The sequence of `seed` (a stream key from [`key`], or any word).
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
 
+    /// The next word.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(GOLDEN);
         mix64(self.0)
@@ -55,10 +58,12 @@ impl Rng {
         lo + (hi - lo) * self.unit()
     }
 
+    /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
 
+    /// Fills `buf` with random bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let word = self.next_u64().to_le_bytes();
@@ -66,6 +71,7 @@ impl Rng {
         }
     }
 
+    /// `N` random bytes.
     pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
         let mut out = [0u8; N];
         self.fill(&mut out);

@@ -3,13 +3,17 @@
 //! there is one atomic step (a Lua script or an idempotent command).
 
 use crate::chain::ErrorSource;
+use crate::chain::Lane;
 use crate::model::Block;
+use crate::slot::SlotId;
 use async_trait::async_trait;
 
-/// Where a block's work came from. It decides which queue the block goes back to when its lease
-/// expires or its retry falls due, and it labels metrics.
+/// Where a block's work came from: the head, a small gap or retry, or a large gap. It decides
+/// which queue the block goes back to (lease expired, retry due, hand-back on shutdown) and whose
+/// lane its node requests take, and it labels metrics (`path="tip"`, ...). Its names are stored
+/// in Redis (lease values, `stats`, dead letters), so they never change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Path {
+pub enum Origin {
     /// The head block, processed by the TipWatcher.
     Tip,
     /// A small gap (<= 20 blocks) or a due retry.
@@ -18,21 +22,47 @@ pub enum Path {
     Backlog,
 }
 
-impl Path {
+impl Origin {
+    /// Every origin, in the order metrics list them.
+    pub const ALL: [Origin; 3] = [Origin::Tip, Origin::Priority, Origin::Backlog];
+
+    /// The stored name: `tip`, `priority`, `backlog`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Path::Tip => "tip",
-            Path::Priority => "priority",
-            Path::Backlog => "backlog",
+            Origin::Tip => "tip",
+            Origin::Priority => "priority",
+            Origin::Backlog => "backlog",
         }
     }
 
-    pub fn parse(text: &str) -> Option<Path> {
+    /// Reads a stored name back.
+    pub fn parse(text: &str) -> Option<Origin> {
         match text {
-            "tip" => Some(Path::Tip),
-            "priority" => Some(Path::Priority),
-            "backlog" => Some(Path::Backlog),
+            "tip" => Some(Origin::Tip),
+            "priority" => Some(Origin::Priority),
+            "backlog" => Some(Origin::Backlog),
             _ => None,
+        }
+    }
+
+    /// The queue a block of this origin goes back to. The head's block goes to the priority
+    /// queue: it is as urgent as a small gap. (The Lua scripts' `origin_queue` is the same rule
+    /// on the Redis side.)
+    pub fn queue(self) -> Queue {
+        match self {
+            Origin::Backlog => Queue::Backlog,
+            Origin::Tip | Origin::Priority => Queue::Priority,
+        }
+    }
+}
+
+/// Whose node request it is: the backlog's, or the head's lane, which small gaps and retries share
+/// since they too keep the stream live.
+impl From<Origin> for Lane {
+    fn from(origin: Origin) -> Self {
+        match origin {
+            Origin::Backlog => Lane::Backlog,
+            Origin::Tip | Origin::Priority => Lane::Head,
         }
     }
 }
@@ -47,19 +77,27 @@ pub enum Queue {
 }
 
 impl Queue {
-    pub fn path(self) -> Path {
+    /// The origin of the blocks claimed from this queue.
+    pub fn origin(self) -> Origin {
         match self {
-            Queue::Priority => Path::Priority,
-            Queue::Backlog => Path::Backlog,
+            Queue::Priority => Origin::Priority,
+            Queue::Backlog => Origin::Backlog,
         }
+    }
+
+    /// The stored name: `priority`, `backlog` (the same as its origin's).
+    pub fn as_str(self) -> &'static str {
+        self.origin().as_str()
     }
 }
 
 /// A block leased to a slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
+    /// The block leased.
     pub block: u64,
-    pub path: Path,
+    /// Where its work came from, so it goes back to the right queue.
+    pub origin: Origin,
 }
 
 /// What the atomic advance of last_synced_block records together with the new value.
@@ -70,7 +108,9 @@ pub struct Advance {
     pub expected_last: Option<u64>,
     /// The new head, leased to `tip_slot`, becomes last_synced_block.
     pub head: u64,
-    pub tip_slot: String,
+    /// The slot the head is leased to.
+    pub tip_slot: SlotId,
+    /// When the head's lease expires, ms since the epoch.
     pub lease_deadline_ms: u64,
     /// Blocks to enqueue first (idempotent), `from..=to`.
     pub enqueue: Option<(Queue, u64, u64)>,
@@ -81,7 +121,12 @@ pub struct Advance {
 pub enum CommitOutcome {
     /// The block's events were added; it is now marked done. `attempt` is 1 on a first try,
     /// n after n - 1 failures.
-    Published { events: usize, attempt: u32 },
+    Published {
+        /// Events added to the stream.
+        events: usize,
+        /// Which attempt this was.
+        attempt: u32,
+    },
     /// The block was already done; nothing was written (a re-processing after a crash).
     AlreadyDone,
 }
@@ -90,9 +135,17 @@ pub enum CommitOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailOutcome {
     /// Scheduled again; `attempt` is the number of failures so far.
-    Retry { attempt: u32, due_ms: u64 },
+    Retry {
+        /// Failures so far.
+        attempt: u32,
+        /// When the retry is due, ms since the epoch.
+        due_ms: u64,
+    },
     /// The schedule is exhausted: the block is in the dead-letter set.
-    Dead { attempts: u32 },
+    Dead {
+        /// Failures in all.
+        attempts: u32,
+    },
     /// The block was committed meanwhile; the failure is moot.
     AlreadyDone,
 }
@@ -102,6 +155,7 @@ pub enum FailOutcome {
 /// they keep for the log and the trace.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The store did not answer (down, timed out, connection lost).
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// The store's client failed (cannot connect, timed out, refused the command); its error
@@ -111,18 +165,24 @@ pub enum StoreError {
     /// The store's address cannot be used; the parser's error is the source.
     #[error("store unavailable: bad redis url: {0}")]
     BadUrl(#[source] ErrorSource),
+    /// The store answered something the protocol does not allow.
     #[error("store answered something unexpected: {0}")]
     Protocol(String),
     /// A stored value that cannot be decoded; the decoder's error is the source.
     #[error("store answered something unexpected: {what}: {source}")]
     Undecodable {
+        /// What was being decoded.
         what: String,
+        /// Why it could not be.
         #[source]
         source: ErrorSource,
     },
+    /// An advance was refused: last_synced_block is not what the decision was made from.
     #[error("last_synced_block moved meanwhile (expected {expected:?}, found {found:?})")]
     Conflict {
+        /// The value the decision was made from.
         expected: Option<u64>,
+        /// The value the store holds.
         found: Option<u64>,
     },
 }
@@ -143,17 +203,22 @@ impl StoreError {
 /// Dead-letter record of one block.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
+    /// The block given up.
     pub block: u64,
+    /// Failures in all.
     pub attempts: u32,
+    /// The last failure's message.
     pub error: String,
     /// When it was given up, ms since the epoch.
     pub at_ms: u64,
+    /// The queue it goes back to when requeued (an [`Origin`]'s name; stored as `path`).
     pub path: String,
 }
 
 /// The protocols of DESIGN.md, "Queues and leases in Redis" and "Exactly once per block".
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// last_synced_block; `None` on a first run.
     async fn last_synced(&self) -> Result<Option<u64>, StoreError>;
 
     /// Enqueues the gap (if any), leases the head to the tip slot and moves last_synced_block, so
@@ -166,23 +231,22 @@ pub trait Store: Send + Sync + 'static {
     async fn claim(
         &self,
         queue: Queue,
-        slot: &str,
+        slot: SlotId,
         max: usize,
         deadline_ms: u64,
     ) -> Result<Vec<u64>, StoreError>;
 
     /// The leases `slot` still owns (resumed by a restarted actor before it claims new work).
-    async fn owned_leases(&self, slot: &str) -> Result<Vec<Lease>, StoreError>;
+    async fn owned_leases(&self, slot: SlotId) -> Result<Vec<Lease>, StoreError>;
 
     /// Extends every lease `slot` owns to `deadline_ms`; returns how many.
-    async fn heartbeat(&self, slot: &str, deadline_ms: u64) -> Result<usize, StoreError>;
+    async fn heartbeat(&self, slot: SlotId, deadline_ms: u64) -> Result<usize, StoreError>;
 
     /// The exactly-once step: if `block` is not done, add all its events to the stream, mark it
     /// done and drop its lease; otherwise only drop the lease.
     async fn commit(
         &self,
-        slot: &str,
-        path: Path,
+        origin: Origin,
         block: &Block,
         now_ms: u64,
     ) -> Result<CommitOutcome, StoreError>;
@@ -191,7 +255,6 @@ pub trait Store: Send + Sync + 'static {
     /// attempt in `delays_ms`, or to the dead-letter set once they are used up. Drops the lease.
     async fn fail(
         &self,
-        slot: &str,
         block: u64,
         error: &str,
         now_ms: u64,
@@ -199,7 +262,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<FailOutcome, StoreError>;
 
     /// Hands the given leases of `slot` back to their queues (graceful shutdown).
-    async fn release(&self, slot: &str, blocks: &[u64]) -> Result<usize, StoreError>;
+    async fn release(&self, slot: SlotId, blocks: &[u64]) -> Result<usize, StoreError>;
 
     /// Returns expired leases to the queue they came from; returns how many.
     async fn reap_expired(&self, now_ms: u64) -> Result<usize, StoreError>;

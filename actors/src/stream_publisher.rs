@@ -6,31 +6,31 @@
 //! matter: each commit stands alone, and the done marker makes a second one of the same block a
 //! no-op.
 
+use crate::clock::now_ms;
 use crate::model::Block;
-use crate::services::{now_ms, Services};
-use crate::store::{CommitOutcome, Path, StoreError};
+use crate::services::Services;
+use crate::store::{CommitOutcome, Origin, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 /// Commits in flight at once.
-pub const COMMITS_IN_FLIGHT: usize = 4;
+pub(crate) const COMMITS_IN_FLIGHT: usize = 4;
 
-pub struct StreamPublisher {
+pub(crate) struct StreamPublisher {
     pub services: Services,
 }
 
-pub enum PublisherMsg {
+pub(crate) enum PublisherMsg {
     Commit {
-        slot: String,
-        path: Path,
+        origin: Origin,
         block: Box<Block>,
         reply: RpcReplyPort<Result<CommitOutcome, StoreError>>,
     },
 }
 
-pub struct PublisherState {
+pub(crate) struct PublisherState {
     in_flight: Arc<Semaphore>,
     commits: tokio::task::JoinSet<()>,
 }
@@ -60,8 +60,7 @@ impl Actor for StreamPublisher {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PublisherMsg::Commit {
-                slot,
-                path,
+                origin,
                 block,
                 reply,
             } => {
@@ -73,7 +72,7 @@ impl Actor for StreamPublisher {
                     "commit",
                     block = block.header.number,
                     events = block.events.len(),
-                    path = path.as_str(),
+                    path = origin.as_str(),
                     "otel.status_code" = tracing::field::Empty,
                     "otel.status_description" = tracing::field::Empty,
                     "error.type" = tracing::field::Empty,
@@ -82,7 +81,7 @@ impl Actor for StreamPublisher {
                 let services = self.services.clone();
                 state.commits.spawn(
                     async move {
-                        let result = commit(&services, &slot, path, &block).await;
+                        let result = commit(&services, origin, &block).await;
                         drop(permit);
                         // The caller may have given up waiting; the commit stands either way.
                         let _ = reply.send(result);
@@ -107,18 +106,17 @@ impl Actor for StreamPublisher {
 
 async fn commit(
     services: &Services,
-    slot: &str,
-    path: Path,
+    origin: Origin,
     block: &Block,
 ) -> Result<CommitOutcome, StoreError> {
     let started = std::time::Instant::now();
-    let result = services.store.commit(slot, path, block, now_ms()).await;
+    let result = services.store.commit(origin, block, now_ms()).await;
     services.stats.commit_latency.observe(started.elapsed());
     match &result {
         Ok(CommitOutcome::Published { events, .. }) => tracing::debug!(
             block = block.header.number,
             events,
-            path = path.as_str(),
+            path = origin.as_str(),
             "Block committed"
         ),
         Ok(CommitOutcome::AlreadyDone) => tracing::info!(

@@ -3,8 +3,9 @@
 //! leases), counts restarts, and gives up loudly past the restart intensity (OTP style: at most N
 //! restarts within T), so that systemd or the container runtime restarts the whole process.
 
-use crate::queue_worker::QueueWorker;
+use crate::queue_worker::{BacklogActor, PriorityActor};
 use crate::services::Services;
+use crate::slot::{SlotId, SlotKind};
 use crate::stream_publisher::StreamPublisher;
 use crate::sync_coordinator::SyncCoordinator;
 use crate::tip_watcher::TipWatcher;
@@ -14,56 +15,47 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// A child's stable identity; a lease belongs to a slot, not to an actor instance.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Slot {
+/// A child's stable identity: a restarted child comes back under the same one, and a worker's
+/// leases belong to its slot, not to an actor instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Child {
     Publisher,
     Coordinator,
-    Tip,
-    Priority,
-    Backlog(usize),
+    /// The TipWatcher, the PriorityActor or a BacklogActor.
+    Worker(SlotId),
 }
 
-impl Slot {
-    pub fn name(&self) -> String {
-        match self {
-            Slot::Publisher => "publisher".into(),
-            Slot::Coordinator => "coordinator".into(),
-            Slot::Tip => "tip".into(),
-            Slot::Priority => "priority".into(),
-            Slot::Backlog(i) => format!("backlog-{i}"),
-        }
-    }
-
-    /// Every slot of the tree, in start order (the publisher and coordinator first, since the
+impl Child {
+    /// Every child of the tree, in start order (the publisher and coordinator first, since the
     /// workers talk to them).
-    pub fn all(backlog_workers: usize) -> Vec<Slot> {
-        let mut slots = vec![
-            Slot::Publisher,
-            Slot::Coordinator,
-            Slot::Tip,
-            Slot::Priority,
-        ];
-        slots.extend((0..backlog_workers).map(Slot::Backlog));
-        slots
+    pub(crate) fn all(backlog_workers: usize) -> impl Iterator<Item = Child> {
+        [Child::Publisher, Child::Coordinator]
+            .into_iter()
+            .chain(SlotId::all(backlog_workers).map(Child::Worker))
     }
+}
 
-    /// Slots that hold leases.
-    pub fn is_worker(&self) -> bool {
-        matches!(self, Slot::Tip | Slot::Priority | Slot::Backlog(_))
+/// The name restarts are counted under: the worker's slot, `publisher` or `coordinator`.
+impl std::fmt::Display for Child {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Child::Publisher => f.write_str("publisher"),
+            Child::Coordinator => f.write_str("coordinator"),
+            Child::Worker(slot) => slot.fmt(f),
+        }
     }
 }
 
 /// OTP's restart intensity: at most `max` restarts in any window of `window`.
 #[derive(Debug)]
-pub struct RestartIntensity {
+pub(crate) struct RestartIntensity {
     max: u32,
     window: Duration,
     recent: VecDeque<Instant>,
 }
 
 impl RestartIntensity {
-    pub fn new(max: u32, window: Duration) -> Self {
+    pub(crate) fn new(max: u32, window: Duration) -> Self {
         RestartIntensity {
             max,
             window,
@@ -72,7 +64,7 @@ impl RestartIntensity {
     }
 
     /// Records a restart at `now`; false when it exceeds the intensity.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         while let Some(oldest) = self.recent.front() {
             if now.duration_since(*oldest) >= self.window {
                 self.recent.pop_front();
@@ -85,65 +77,56 @@ impl RestartIntensity {
     }
 }
 
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     pub services: Services,
 }
 
-pub struct SupervisorState {
-    children: HashMap<ActorId, Slot>,
+pub(crate) struct SupervisorState {
+    children: HashMap<ActorId, Child>,
     intensity: RestartIntensity,
-    restarts_by_slot: HashMap<String, u64>,
 }
 
-pub enum SupervisorMsg {
-    /// Restarts per slot, for metrics and tests.
-    Restarts(ractor::RpcReplyPort<HashMap<String, u64>>),
+pub(crate) enum SupervisorMsg {
+    /// The workers running now, for the shutdown (which stops them before the others).
+    Workers(ractor::RpcReplyPort<Vec<ActorCell>>),
 }
 
-/// Starts the actor of `slot`, linked to `supervisor`.
-pub async fn spawn_slot(
+/// Starts the actor of `child`, linked to `supervisor`.
+pub(crate) async fn spawn_child(
     services: &Services,
-    slot: &Slot,
+    child: Child,
     supervisor: ActorCell,
 ) -> Result<ActorCell, ractor::SpawnErr> {
     let services = services.clone();
-    let cell = match slot {
-        Slot::Publisher => Actor::spawn_linked(None, StreamPublisher { services }, (), supervisor)
+    let cell = match child {
+        Child::Publisher => Actor::spawn_linked(None, StreamPublisher { services }, (), supervisor)
             .await?
             .0
             .get_cell(),
-        Slot::Coordinator => {
-            let coordinator = SyncCoordinator {
-                services,
-                tip_slot: Slot::Tip.name(),
-            };
-            Actor::spawn_linked(None, coordinator, (), supervisor)
+        Child::Coordinator => {
+            Actor::spawn_linked(None, SyncCoordinator { services }, (), supervisor)
                 .await?
                 .0
                 .get_cell()
         }
-        Slot::Tip => {
-            let tip = TipWatcher {
-                services,
-                slot: Slot::Tip.name(),
-            };
-            Actor::spawn_linked(None, tip, (), supervisor)
+        Child::Worker(slot) => match slot.kind() {
+            SlotKind::Tip => Actor::spawn_linked(None, TipWatcher { services }, (), supervisor)
                 .await?
                 .0
-                .get_cell()
-        }
-        Slot::Priority => {
-            Actor::spawn_linked(None, QueueWorker::priority(services), (), supervisor)
-                .await?
-                .0
-                .get_cell()
-        }
-        Slot::Backlog(i) => {
-            Actor::spawn_linked(None, QueueWorker::backlog(services, *i), (), supervisor)
-                .await?
-                .0
-                .get_cell()
-        }
+                .get_cell(),
+            SlotKind::Priority => {
+                Actor::spawn_linked(None, PriorityActor::priority(services), (), supervisor)
+                    .await?
+                    .0
+                    .get_cell()
+            }
+            SlotKind::Backlog => {
+                Actor::spawn_linked(None, BacklogActor::backlog(services, slot), (), supervisor)
+                    .await?
+                    .0
+                    .get_cell()
+            }
+        },
     };
     Ok(cell)
 }
@@ -156,14 +139,13 @@ impl Supervisor {
         cell: &ActorCell,
         why: String,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(slot) = state.children.remove(&cell.get_id()) else {
+        let Some(child) = state.children.remove(&cell.get_id()) else {
             return Ok(());
         };
         if self.services.is_stopping() {
             return Ok(());
         }
-        let name = slot.name();
-        *state.restarts_by_slot.entry(name.clone()).or_default() += 1;
+        let name = child.to_string();
         self.services.stats.restarts.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut by_slot) = self.services.stats.restarts_by_slot.lock() {
             *by_slot.entry(name.clone()).or_default() += 1;
@@ -183,8 +165,8 @@ impl Supervisor {
             .into());
         }
         tracing::warn!(slot = %name, reason = %why, "Actor stopped unexpectedly, restarting it");
-        let cell = spawn_slot(&self.services, &slot, myself.get_cell()).await?;
-        state.children.insert(cell.get_id(), slot);
+        let cell = spawn_child(&self.services, child, myself.get_cell()).await?;
+        state.children.insert(cell.get_id(), child);
         Ok(())
     }
 }
@@ -201,26 +183,32 @@ impl Actor for Supervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let settings = &self.services.settings;
         let mut children = HashMap::new();
-        for slot in Slot::all(settings.backlog_workers) {
-            let cell = spawn_slot(&self.services, &slot, myself.get_cell()).await?;
-            children.insert(cell.get_id(), slot);
+        for child in Child::all(settings.backlog_workers) {
+            let cell = spawn_child(&self.services, child, myself.get_cell()).await?;
+            children.insert(cell.get_id(), child);
         }
         Ok(SupervisorState {
             children,
             intensity: RestartIntensity::new(settings.restart_max, settings.restart_window),
-            restarts_by_slot: HashMap::new(),
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Restarts(reply) => {
-                let _ = reply.send(state.restarts_by_slot.clone());
+            SupervisorMsg::Workers(reply) => {
+                let workers = myself
+                    .get_children()
+                    .into_iter()
+                    .filter(|cell| {
+                        matches!(state.children.get(&cell.get_id()), Some(Child::Worker(_)))
+                    })
+                    .collect();
+                let _ = reply.send(workers);
             }
         }
         Ok(())
@@ -274,9 +262,11 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_stable_names() {
-        let names: Vec<String> = Slot::all(13).iter().map(Slot::name).collect();
+    fn children_are_counted_under_stable_names() {
+        let names: Vec<String> = Child::all(13).map(|c| c.to_string()).collect();
         assert_eq!(names.len(), 17);
+        assert_eq!(names[0], "publisher");
+        assert_eq!(names[1], "coordinator");
         assert_eq!(names[2], "tip");
         assert_eq!(names[3], "priority");
         assert_eq!(names[4], "backlog-0");

@@ -3,16 +3,16 @@
 //! due retries back to work.
 
 use crate::services::Services;
+use crate::slot::SlotId;
 use crate::store::{Advance, Queue, StoreError};
 use crate::sync_rule::{decide, TipDecision};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-pub struct SyncCoordinator {
+pub(crate) struct SyncCoordinator {
     pub services: Services,
-    pub tip_slot: String,
 }
 
-pub enum CoordinatorMsg {
+pub(crate) enum CoordinatorMsg {
     /// A head seen by the TipWatcher; the answer says whether it leased the head to the tip.
     NewTip {
         head: u64,
@@ -22,7 +22,7 @@ pub enum CoordinatorMsg {
     Maintain,
 }
 
-pub struct CoordinatorState {
+pub(crate) struct CoordinatorState {
     /// last_synced_block as stored; `None` until read from the store (lazily, so a store that is
     /// down at start delays the coordinator instead of failing it).
     last: Option<Option<u64>>,
@@ -70,7 +70,7 @@ impl SyncCoordinator {
             let advance = Advance {
                 expected_last: stored,
                 head,
-                tip_slot: self.tip_slot.clone(),
+                tip_slot: SlotId::TIP,
                 lease_deadline_ms: self.services.lease_deadline(),
                 enqueue,
             };
@@ -118,7 +118,7 @@ impl Actor for SyncCoordinator {
                 let _ = reply.send(result);
             }
             CoordinatorMsg::Maintain => {
-                let now = crate::services::now_ms();
+                let now = crate::clock::now_ms();
                 let store = &self.services.store;
                 match store.reap_expired(now).await {
                     Ok(0) => {}

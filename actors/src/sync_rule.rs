@@ -15,19 +15,38 @@ pub enum TipDecision {
     /// `H == L`: nothing new.
     InSync,
     /// First run (`L` missing or 0) or `H == L + 1`: lease `H` to the tip, set `L = H`.
-    Next { head: u64 },
+    Next {
+        /// The head, leased to the tip.
+        head: u64,
+    },
     /// `1 < H - L <= 20`: `L+1 ..= H-1` to the priority queue, then as `Next`.
-    SmallGap { from: u64, to: u64, head: u64 },
+    SmallGap {
+        /// First block of the gap.
+        from: u64,
+        /// Last block of the gap.
+        to: u64,
+        /// The head, leased to the tip.
+        head: u64,
+    },
     /// `H - L > 20`: `max(H - 201600, L + 1) ..= H-1` to the backlog, then as `Next`.
     /// `skipped` counts the blocks older than the cap that will never be fetched.
     LargeGap {
+        /// First block queued.
         from: u64,
+        /// Last block queued.
         to: u64,
+        /// The head, leased to the tip.
         head: u64,
+        /// Blocks below `from` that are never fetched.
         skipped: u64,
     },
     /// `H < L`: the node is behind us (a lagging load-balanced node); change nothing.
-    Behind { head: u64, last: u64 },
+    Behind {
+        /// The node's head.
+        head: u64,
+        /// last_synced_block.
+        last: u64,
+    },
 }
 
 impl TipDecision {

@@ -2,27 +2,28 @@
 //! SyncCoordinator what it means, and processes the head block itself when the coordinator
 //! leased it to the tip slot.
 
+use crate::clock::now_ms;
 use crate::job::{work_batch, work_one};
 use crate::poll_schedule::PollSchedule;
-use crate::services::{now_ms, Services, SlotState};
-use crate::store::Path;
+use crate::services::Services;
+use crate::slot::SlotId;
+use crate::slot_state::SlotState;
+use crate::store::Origin;
 use crate::sync_coordinator::CoordinatorMsg;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-pub struct TipWatcher {
+pub(crate) struct TipWatcher {
     pub services: Services,
-    /// Stable slot name: `tip`.
-    pub slot: String,
 }
 
-pub enum TipMsg {
+pub(crate) enum TipMsg {
     Poll,
 }
 
-pub struct TipState {
+pub(crate) struct TipState {
     slot: SlotState,
     schedule: PollSchedule,
 }
@@ -35,12 +36,12 @@ impl TipWatcher {
             schedule,
         } = state;
         if !state.resumed {
-            let leases = self.services.store.owned_leases(&self.slot).await?;
+            let leases = self.services.store.owned_leases(SlotId::TIP).await?;
             if !leases.is_empty() {
-                tracing::info!(slot = %self.slot, leases = leases.len(), "Resuming the slot's leases");
+                tracing::info!(slot = %SlotId::TIP, leases = leases.len(), "Resuming the slot's leases");
             }
-            let batch: Vec<(u64, Path)> = leases.iter().map(|l| (l.block, l.path)).collect();
-            work_batch(&self.services, &self.slot, &batch).await?;
+            let batch: Vec<(u64, Origin)> = leases.iter().map(|l| (l.block, l.origin)).collect();
+            work_batch(&self.services, SlotId::TIP, &batch).await?;
             state.resumed = true;
         }
         let head = match self.services.chain.head().await {
@@ -51,9 +52,7 @@ impl TipWatcher {
             }
         };
         let stats = &self.services.stats;
-        stats
-            .last_head_ok_ms
-            .store(crate::services::now_ms(), Ordering::Relaxed);
+        stats.last_head_ok_ms.store(now_ms(), Ordering::Relaxed);
         stats.head.store(head.number, Ordering::Relaxed);
         stats
             .head_time_ms
@@ -81,7 +80,7 @@ impl TipWatcher {
         };
         let seen_at = now_ms();
         if let Some(leased) = decision.leased_head() {
-            work_one(&self.services, &self.slot, Path::Tip, leased).await?;
+            work_one(&self.services, SlotId::TIP, Origin::Tip, leased).await?;
         }
         // Timed from when the head was seen, so the next block's due time is kept whatever
         // processing this one took.
@@ -103,7 +102,7 @@ impl Actor for TipWatcher {
         myself.send_message(TipMsg::Poll)?;
         let settings = &self.services.settings;
         Ok(TipState {
-            slot: SlotState::new(&self.services, &self.slot),
+            slot: SlotState::new(&self.services, SlotId::TIP),
             schedule: PollSchedule::new(
                 settings.block_interval,
                 settings.poll_min,
@@ -125,13 +124,13 @@ impl Actor for TipWatcher {
                 }
                 let wait = match self.poll(state).await {
                     Ok(wait) => {
-                        state.slot.succeeded(&self.slot);
+                        state.slot.succeeded(SlotId::TIP);
                         wait
                     }
                     Err(error) => {
                         state
                             .slot
-                            .failed(&self.slot, self.services.settings.idle, &error)
+                            .failed(SlotId::TIP, self.services.settings.idle, &error)
                     }
                 };
                 myself.send_after(wait, || TipMsg::Poll);

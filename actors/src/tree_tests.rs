@@ -3,23 +3,19 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::fakes::{FakeChain, FakeStore};
-use crate::services::{Directory, FaultHooks, Services, TreeStats};
 use crate::settings::Settings;
-use crate::store::{Lease, Path, Store};
-use crate::supervisor::{Supervisor, SupervisorMsg};
-use ractor::{Actor, ActorRef};
-use std::collections::HashMap;
+use crate::slot::SlotId;
+use crate::store::{Lease, Origin, Store};
+use crate::tree::{Tree, TreeDeps, TreeHandle};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
-struct Tree {
+/// A running tree and the fakes it runs on, for the test to look into.
+struct TestTree {
     chain: Arc<FakeChain>,
     store: Arc<FakeStore>,
-    hooks: Arc<FaultHooks>,
-    supervisor: ActorRef<SupervisorMsg>,
-    join: tokio::task::JoinHandle<()>,
-    _stop: watch::Sender<bool>,
+    handle: TreeHandle,
 }
 
 fn settings() -> Settings {
@@ -37,31 +33,16 @@ fn settings() -> Settings {
     }
 }
 
-async fn start(chain: FakeChain, store: FakeStore, settings: Settings) -> Tree {
+async fn start(chain: FakeChain, store: FakeStore, settings: Settings) -> TestTree {
     let chain = Arc::new(chain);
     let store = Arc::new(store);
-    let hooks = Arc::new(FaultHooks::default());
-    let (stop, stopping) = watch::channel(false);
-    let services = Services {
-        chain: chain.clone(),
-        store: store.clone(),
-        settings: Arc::new(settings),
-        directory: Directory::default(),
-        stopping,
-        hooks: hooks.clone(),
-        stats: Arc::new(TreeStats::default()),
-        span_hook: None,
-    };
-    let (supervisor, join) = Actor::spawn(None, Supervisor { services }, ())
+    let handle = Tree::start(TreeDeps::new(chain.clone(), store.clone(), settings))
         .await
         .unwrap();
-    Tree {
+    TestTree {
         chain,
         store,
-        hooks,
-        supervisor,
-        join,
-        _stop: stop,
+        handle,
     }
 }
 
@@ -83,7 +64,7 @@ async fn until(limit: Duration, what: &str, check: impl Fn() -> bool) {
     }
 }
 
-impl Tree {
+impl TestTree {
     fn all_done(&self, from: u64, to: u64) -> bool {
         let s = self.store.state.lock().unwrap();
         (from..=to).all(|b| s.done.contains(&b))
@@ -98,8 +79,8 @@ impl Tree {
         out
     }
 
-    async fn restarts(&self) -> HashMap<String, u64> {
-        ractor::call!(self.supervisor, SupervisorMsg::Restarts).unwrap()
+    fn restarts(&self) -> BTreeMap<String, u64> {
+        self.handle.stats().restarts_by_slot.lock().unwrap().clone()
     }
 }
 
@@ -160,7 +141,7 @@ async fn an_expired_lease_of_a_vanished_worker_is_reaped_and_done() {
         .lock()
         .unwrap()
         .leases
-        .insert(42, ("backlog-40".into(), Path::Backlog, 0));
+        .insert(42, (SlotId::backlog(40), Origin::Backlog, 0));
     let tree = start(FakeChain::with_head(50), store, settings()).await;
     until(Duration::from_secs(30), "block 42 done", || {
         tree.all_done(42, 42)
@@ -169,7 +150,7 @@ async fn an_expired_lease_of_a_vanished_worker_is_reaped_and_done() {
     assert_eq!(tree.commits()[&42], 1);
     assert!(tree
         .store
-        .owned_leases("backlog-40")
+        .owned_leases(SlotId::backlog(40))
         .await
         .unwrap()
         .is_empty());
@@ -184,7 +165,7 @@ async fn a_worker_that_panics_after_claiming_is_restarted_and_resumes_its_lease(
         ..settings()
     };
     let tree = start(FakeChain::with_head(100), store, settings).await;
-    tree.hooks.panic_once_after_claiming(150);
+    tree.handle.hooks().panic_once_after_claiming(150);
     tree.chain
         .head
         .store(200, std::sync::atomic::Ordering::SeqCst);
@@ -192,14 +173,14 @@ async fn a_worker_that_panics_after_claiming_is_restarted_and_resumes_its_lease(
         tree.all_done(101, 200)
     })
     .await;
-    let restarts = tree.restarts().await;
+    let restarts = tree.restarts();
     assert_eq!(restarts.values().sum::<u64>(), 1, "{restarts:?}");
     assert!(restarts.keys().all(|slot| slot.starts_with("backlog-")));
     let commits = tree.commits();
     assert_eq!(commits[&150], 1);
     assert!(commits.values().all(|n| *n == 1));
     // Nothing left leased by anyone.
-    let leases: Vec<Lease> = tree.store.owned_leases("backlog-0").await.unwrap();
+    let leases: Vec<Lease> = tree.store.owned_leases(SlotId::backlog(0)).await.unwrap();
     assert!(leases.is_empty());
 }
 
@@ -207,10 +188,52 @@ async fn a_worker_that_panics_after_claiming_is_restarted_and_resumes_its_lease(
 async fn restarts_past_the_intensity_stop_the_tree() {
     let chain = FakeChain::with_head(100);
     chain.panicking.lock().unwrap().insert(95);
-    let tree = start(chain, store_with_last(90), settings()).await;
+    let mut tree = start(chain, store_with_last(90), settings()).await;
     // The PriorityActor panics on 95, resumes its lease on restart, panics again...
-    let ended = tokio::time::timeout(Duration::from_secs(60), tree.join).await;
+    let ended = tokio::time::timeout(Duration::from_secs(60), tree.handle.wait()).await;
     assert!(ended.is_ok(), "the supervisor did not give up");
     let fetches = tree.chain.fetches.lock().unwrap()[&95];
     assert_eq!(fetches, 6, "the first try and 5 restarts, then it gives up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_commits_what_finishes_within_the_grace_and_hands_back_the_rest() {
+    let chain = FakeChain::with_head(100);
+    // In sync with the head: only the two queued blocks are worked, one per BacklogActor.
+    let store = store_with_last(100);
+    store.state.lock().unwrap().backlog.extend([50, 60]);
+    chain
+        .slow
+        .lock()
+        .unwrap()
+        .insert(50, Duration::from_secs(2));
+    chain.stalled.lock().unwrap().insert(60);
+    let settings = Settings {
+        backlog_workers: 2,
+        backlog_batch: 1,
+        ..settings()
+    };
+    let tree = start(chain, store, settings).await;
+    until(Duration::from_secs(10), "both blocks in flight", || {
+        let fetches = tree.chain.fetches.lock().unwrap();
+        fetches.contains_key(&50) && fetches.contains_key(&60)
+    })
+    .await;
+    let stats = tree.handle.stats().clone();
+    assert!(stats.is_running());
+
+    let grace = Duration::from_secs(5);
+    let started = tokio::time::Instant::now();
+    tree.handle.shutdown(grace).await;
+    assert_eq!(
+        started.elapsed(),
+        grace,
+        "the stalled fetch holds it to the grace"
+    );
+
+    assert!(!stats.is_running());
+    let s = tree.store.state.lock().unwrap();
+    assert_eq!(s.stream, vec![(50, 50 % 3)], "50 finished within the grace");
+    assert_eq!(s.backlog.iter().copied().collect::<Vec<_>>(), vec![60]);
+    assert!(s.leases.is_empty(), "{:?}", s.leases);
 }

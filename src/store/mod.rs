@@ -20,8 +20,9 @@ mod scripts;
 
 use actors::chain::ErrorSource;
 use actors::model::Block;
+use actors::slot::SlotId;
 use actors::store::{
-    Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Path, Queue, Store, StoreError,
+    Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store, StoreError,
 };
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -76,7 +77,7 @@ impl Keys {
     pub fn lease_deadline(&self) -> String {
         self.key("lease_deadline")
     }
-    pub fn owned(&self, slot: &str) -> String {
+    pub fn owned(&self, slot: SlotId) -> String {
         self.key(&format!("owned:{slot}"))
     }
     pub fn retry(&self) -> String {
@@ -377,7 +378,7 @@ impl Store for RedisStore {
             .arg(expected)
             .arg(advance.head)
             .arg(advance.lease_deadline_ms)
-            .arg(&advance.tip_slot)
+            .arg(advance.tip_slot.to_string())
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -394,7 +395,7 @@ impl Store for RedisStore {
     async fn claim(
         &self,
         queue: Queue,
-        slot: &str,
+        slot: SlotId,
         max: usize,
         deadline_ms: u64,
     ) -> Result<Vec<u64>, StoreError> {
@@ -412,49 +413,49 @@ impl Store for RedisStore {
             .key(self.keys.owned(slot))
             .arg(max)
             .arg(deadline_ms)
-            .arg(slot)
-            .arg(queue.path().as_str())
+            .arg(slot.to_string())
+            .arg(queue.as_str())
             .arg(order)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)
     }
 
-    async fn owned_leases(&self, slot: &str) -> Result<Vec<Lease>, StoreError> {
+    async fn owned_leases(&self, slot: SlotId) -> Result<Vec<Lease>, StoreError> {
         let mut conn = self.conn.clone();
         let flat: Vec<String> = self
             .scripts
             .owned
             .key(self.keys.owned(slot))
             .key(self.keys.lease())
-            .arg(slot)
+            .arg(slot.to_string())
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         let mut leases = Vec::with_capacity(flat.len() / 2);
         for pair in flat.chunks(2) {
-            let [block, path] = pair else {
+            let [block, origin] = pair else {
                 return Err(StoreError::Protocol("odd lease list".into()));
             };
             let block = block
                 .parse()
                 .map_err(|_| StoreError::Protocol(format!("lease on {block:?}")))?;
-            let path = Path::parse(path)
-                .ok_or_else(|| StoreError::Protocol(format!("lease path {path:?}")))?;
-            leases.push(Lease { block, path });
+            let origin = Origin::parse(origin)
+                .ok_or_else(|| StoreError::Protocol(format!("lease path {origin:?}")))?;
+            leases.push(Lease { block, origin });
         }
         leases.sort_by_key(|l| std::cmp::Reverse(l.block));
         Ok(leases)
     }
 
-    async fn heartbeat(&self, slot: &str, deadline_ms: u64) -> Result<usize, StoreError> {
+    async fn heartbeat(&self, slot: SlotId, deadline_ms: u64) -> Result<usize, StoreError> {
         let mut conn = self.conn.clone();
         self.scripts
             .heartbeat
             .key(self.keys.owned(slot))
             .key(self.keys.lease())
             .key(self.keys.lease_deadline())
-            .arg(slot)
+            .arg(slot.to_string())
             .arg(deadline_ms)
             .invoke_async(&mut conn)
             .await
@@ -463,8 +464,7 @@ impl Store for RedisStore {
 
     async fn commit(
         &self,
-        _slot: &str,
-        path: Path,
+        origin: Origin,
         block: &Block,
         now_ms: u64,
     ) -> Result<CommitOutcome, StoreError> {
@@ -489,7 +489,7 @@ impl Store for RedisStore {
             .arg(&keys)
             .arg(block.header.number)
             .arg(&self.keys.prefix)
-            .arg(path.as_str())
+            .arg(origin.as_str())
             .arg(minid)
             .arg(block.header.timestamp_ms)
             .arg(block.events.len());
@@ -527,7 +527,6 @@ impl Store for RedisStore {
 
     async fn fail(
         &self,
-        _slot: &str,
         block: u64,
         error: &str,
         now_ms: u64,
@@ -563,7 +562,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn release(&self, slot: &str, blocks: &[u64]) -> Result<usize, StoreError> {
+    async fn release(&self, slot: SlotId, blocks: &[u64]) -> Result<usize, StoreError> {
         if blocks.is_empty() {
             return Ok(0);
         }
@@ -573,7 +572,7 @@ impl Store for RedisStore {
             .key(self.keys.done())
             .key(self.keys.lease())
             .arg(&self.keys.prefix)
-            .arg(slot);
+            .arg(slot.to_string());
         for block in blocks {
             invocation.arg(*block);
         }

@@ -288,6 +288,15 @@ pub async fn assert_exactly_once(
     entries
 }
 
+/// The last block of a run on a live simulated node: `until`, or a later head the TipWatcher
+/// took up before the shutdown and finished within the grace period (its in-flight work is
+/// committed, not dropped). `assert_exactly_once` up to it then proves every block up to it.
+pub async fn last_published(redis: &TestRedis, until: u64) -> u64 {
+    let mut conn = redis.conn().await;
+    let entries = read_stream(&mut conn, "{tron}:events").await;
+    by_block(&entries).keys().copied().fold(until, u64::max)
+}
+
 /// Waits until blocks `from..=to` are all marked done.
 pub async fn wait_done(store: &RedisStore, from: u64, to: u64, limit: Duration) {
     wait_until(limit, &format!("blocks {from}..={to} done"), || async {

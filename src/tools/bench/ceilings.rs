@@ -5,7 +5,7 @@ use crate::store::{Keys, RedisStore, RedisStoreConfig};
 use crate::tron::{decode, TronClient, TronClientConfig};
 use actors::chain::Chain;
 use actors::model::Block;
-use actors::store::{Path, Store};
+use actors::store::{Origin, Store};
 use std::sync::Arc;
 use std::time::Instant;
 use tron_sim::chain::wall_clock_ms;
@@ -126,7 +126,7 @@ pub(super) async fn commit_alone(
     let mut events = 0;
     for block in serial_blocks {
         store
-            .commit("bench", Path::Backlog, block, wall_clock_ms())
+            .commit(Origin::Backlog, block, wall_clock_ms())
             .await?;
         events += block.events.len() as u64;
     }
@@ -149,7 +149,7 @@ pub(super) async fn commit_alone(
                     return Ok::<(), actors::store::StoreError>(());
                 };
                 store
-                    .commit("bench", Path::Backlog, block, wall_clock_ms())
+                    .commit(Origin::Backlog, block, wall_clock_ms())
                     .await?;
             }
         });

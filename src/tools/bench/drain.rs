@@ -175,7 +175,11 @@ pub(super) async fn drain_and_follow(
         let backlog_leases: u64 = snapshot
             .leases_by_slot
             .iter()
-            .filter(|(slot, _)| slot.starts_with("backlog"))
+            .filter(|(slot, _)| {
+                slot.parse().is_ok_and(|s: actors::slot::SlotId| {
+                    s.kind() == actors::slot::SlotKind::Backlog
+                })
+            })
             .map(|(_, n)| n)
             .sum();
         if backlog_done > 0 && snapshot.backlog == 0 && backlog_leases == 0 && snapshot.retry == 0 {

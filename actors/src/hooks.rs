@@ -1,0 +1,53 @@
+//! Faults the tree can be told to inject, to prove that it recovers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Faults tests switch on to prove recovery; all off in production (the `[faults]` config
+/// section is for tests and the chaos harness).
+#[derive(Default)]
+pub struct FaultHooks {
+    /// When a queue worker claims this block, it panics once (0 = off).
+    panic_after_claiming: AtomicU64,
+    /// A queue worker panics after about one claimed batch in this many (0 = off).
+    panic_one_in: AtomicU64,
+    /// State of the generator drawing those panics.
+    draws: AtomicU64,
+}
+
+impl FaultHooks {
+    /// Random panics after claiming, about one batch in `n`, drawn from `seed`.
+    pub fn with_random_panics(n: u64, seed: u64) -> Self {
+        let hooks = FaultHooks::default();
+        hooks.panic_one_in.store(n, Ordering::SeqCst);
+        hooks.draws.store(seed, Ordering::SeqCst);
+        hooks
+    }
+
+    /// Arms a panic of the worker that next claims `block`, once.
+    pub fn panic_once_after_claiming(&self, block: u64) {
+        self.panic_after_claiming.store(block, Ordering::SeqCst);
+    }
+
+    /// True (once) when `claimed` holds the armed block, or when the random draw says so.
+    pub(crate) fn should_panic_after_claim(&self, claimed: &[u64]) -> bool {
+        let armed = self.panic_after_claiming.load(Ordering::SeqCst);
+        let hit_armed = armed != 0
+            && claimed.contains(&armed)
+            && self
+                .panic_after_claiming
+                .compare_exchange(armed, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+        let one_in = self.panic_one_in.load(Ordering::Relaxed);
+        hit_armed || (one_in > 0 && self.draw() % one_in == 0)
+    }
+
+    /// SplitMix64 ([`crate::rng`]) over an atomic state: reproducible for a seed, and workers
+    /// draw without a lock.
+    fn draw(&self) -> u64 {
+        let state = self
+            .draws
+            .fetch_add(crate::rng::GOLDEN, Ordering::Relaxed)
+            .wrapping_add(crate::rng::GOLDEN);
+        crate::rng::mix64(state)
+    }
+}
