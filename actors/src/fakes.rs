@@ -1,6 +1,8 @@
-//! In-memory fakes of the chain and the store, for tests of the actor logic. They follow the
-//! same protocols as the real ones (claim order, exactly-once commit, retry schedule, reaping) in
-//! plain Rust, so a test can run the whole tree with paused time.
+//! In-memory fakes of the chain and the store, for tests of the actor logic (here, and in other
+//! crates through the `test-utils` feature). The store follows the Redis store's protocol in plain
+//! Rust (claim order, exactly-once commit, retry schedule, reaping, the bounds of one call); the
+//! root crate's `tests/store_contract.rs` runs one suite of rules against both, so they cannot
+//! drift apart. A test can run the whole tree on them with paused time.
 #![allow(clippy::unwrap_used)]
 
 use crate::chain::{Chain, ChainError, Lane};
@@ -17,26 +19,31 @@ use std::sync::Mutex;
 
 /// A chain whose head the test moves; block n has n % 3 events; some blocks always fail.
 #[derive(Default)]
-pub(crate) struct FakeChain {
-    pub(crate) head: AtomicU64,
-    pub(crate) always_failing: Mutex<HashSet<u64>>,
+pub struct FakeChain {
+    /// The head block's number.
+    pub head: AtomicU64,
+    /// Fetching these blocks fails with a malformed answer, every time.
+    pub always_failing: Mutex<HashSet<u64>>,
     /// Fetching these blocks panics (a bug in decoding, say).
-    pub(crate) panicking: Mutex<HashSet<u64>>,
+    pub panicking: Mutex<HashSet<u64>>,
     /// Fetching these blocks never finishes (a node that hangs).
-    pub(crate) stalled: Mutex<HashSet<u64>>,
+    pub stalled: Mutex<HashSet<u64>>,
     /// Fetching these blocks takes this long.
-    pub(crate) slow: Mutex<HashMap<u64, std::time::Duration>>,
-    pub(crate) fetches: Mutex<HashMap<u64, u32>>,
+    pub slow: Mutex<HashMap<u64, std::time::Duration>>,
+    /// Fetches per block so far.
+    pub fetches: Mutex<HashMap<u64, u32>>,
 }
 
 impl FakeChain {
-    pub(crate) fn with_head(head: u64) -> Self {
+    /// A chain whose head is `head`.
+    pub fn with_head(head: u64) -> Self {
         let chain = FakeChain::default();
         chain.head.store(head, Ordering::SeqCst);
         chain
     }
 
-    pub(crate) fn expected(number: u64) -> Block {
+    /// Block `number` as the chain serves it.
+    pub fn expected(number: u64) -> Block {
         Block {
             header: header(number),
             events: (0..number % 3)
@@ -94,27 +101,36 @@ impl Chain for FakeChain {
     }
 }
 
+/// Everything the fake store holds; a test may read it or set it up directly.
 #[derive(Default)]
-pub(crate) struct FakeStoreState {
-    pub(crate) last_synced: Option<u64>,
-    pub(crate) priority: BTreeSet<u64>,
-    pub(crate) backlog: BTreeSet<u64>,
+pub struct FakeStoreState {
+    /// last_synced_block.
+    pub last_synced: Option<u64>,
+    /// The priority queue.
+    pub priority: BTreeSet<u64>,
+    /// The backlog queue.
+    pub backlog: BTreeSet<u64>,
     /// block -> (slot, origin, deadline)
-    pub(crate) leases: HashMap<u64, (SlotId, Origin, u64)>,
-    pub(crate) done: HashSet<u64>,
+    pub leases: HashMap<u64, (SlotId, Origin, u64)>,
+    /// The blocks committed.
+    pub done: HashSet<u64>,
     /// Commits in order: (block, events).
-    pub(crate) stream: Vec<(u64, usize)>,
-    pub(crate) attempts: HashMap<u64, u32>,
+    pub stream: Vec<(u64, usize)>,
+    /// block -> failures so far.
+    pub attempts: HashMap<u64, u32>,
     /// block -> (due, queue to return to)
-    pub(crate) retry: BTreeMap<u64, (u64, Queue)>,
-    pub(crate) dead: BTreeMap<u64, DeadLetter>,
+    pub retry: BTreeMap<u64, (u64, Queue)>,
+    /// The dead-letter set.
+    pub dead: BTreeMap<u64, DeadLetter>,
 }
 
+/// A [`Store`] in memory.
 #[derive(Default)]
-pub(crate) struct FakeStore {
-    pub(crate) state: Mutex<FakeStoreState>,
+pub struct FakeStore {
+    /// What it holds.
+    pub state: Mutex<FakeStoreState>,
     /// Commits and failure records fail, as with Redis down.
-    pub(crate) down: std::sync::atomic::AtomicBool,
+    pub down: std::sync::atomic::AtomicBool,
 }
 
 impl FakeStoreState {

@@ -33,6 +33,7 @@
 //! - [`slot`] — [`slot::SlotId`], the worker slots leases belong to
 //! - [`clock`], [`hooks`], [`stats`], [`histogram`], [`settings`] — the lease clock, fault
 //!   injection, what the tree counts, the tree's knobs
+//! - `fakes` (feature `test-utils`) — the in-memory chain and store that tests run the tree on
 //! - [`trace`] — how a span records a failure (status, error attributes, exception event)
 //! - [`address`], [`rng`] — TRON addresses and the seeded SplitMix64, shared by the product, the
 //!   simulated node (`tron-sim`) and the harnesses
@@ -42,8 +43,8 @@ pub mod address;
 pub mod chain;
 pub mod clock;
 mod directory;
-#[cfg(test)]
-mod fakes;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fakes;
 pub mod histogram;
 pub mod hooks;
 mod job;
