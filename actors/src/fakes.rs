@@ -17,6 +17,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// Leases reaped or retries promoted per call, earliest first: the Redis store's bound on one
+/// maintenance round.
+const MAINTENANCE_LIMIT: usize = 1_000;
+/// A claim pops at most this many blocks per block asked (done ones are dropped as they are
+/// popped): the Redis store's bound on one claim.
+const CLAIM_POPS_PER_BLOCK: usize = 20;
+
 /// A chain whose head the test moves; block n has n % 3 events; some blocks always fail.
 #[derive(Default)]
 pub struct FakeChain {
@@ -186,7 +193,9 @@ impl Store for FakeStore {
     ) -> Result<Vec<u64>, StoreError> {
         let mut s = self.state.lock().unwrap();
         let mut out = Vec::new();
-        while out.len() < max {
+        let mut popped = 0;
+        while out.len() < max && popped < max * CLAIM_POPS_PER_BLOCK {
+            popped += 1;
             let next = match queue {
                 Queue::Backlog => s.backlog.pop_last(),
                 Queue::Priority => s.priority.pop_first(),
@@ -283,6 +292,7 @@ impl Store for FakeStore {
             }
             NextStep::DeadLetter => {
                 s.attempts.remove(&block);
+                s.retry.remove(&block);
                 s.dead.insert(
                     block,
                     DeadLetter {
@@ -315,12 +325,12 @@ impl Store for FakeStore {
 
     async fn reap_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
         let mut s = self.state.lock().unwrap();
-        let expired: Vec<u64> = s
-            .leases
-            .iter()
-            .filter(|(_, (_, _, deadline))| *deadline <= now_ms)
-            .map(|(block, _)| *block)
-            .collect();
+        let expired = earliest_first(
+            s.leases
+                .iter()
+                .map(|(block, (_, _, deadline))| (*deadline, *block)),
+            now_ms,
+        );
         for block in &expired {
             s.return_to_queue(*block);
         }
@@ -329,16 +339,23 @@ impl Store for FakeStore {
 
     async fn promote_due_retries(&self, now_ms: u64) -> Result<usize, StoreError> {
         let mut s = self.state.lock().unwrap();
-        let due: Vec<(u64, Queue)> = s
-            .retry
-            .iter()
-            .filter(|(_, (at, _))| *at <= now_ms)
-            .map(|(block, (_, queue))| (*block, *queue))
-            .collect();
-        for (block, queue) in &due {
-            s.retry.remove(block);
-            s.queue(*queue).insert(*block);
+        let due = earliest_first(s.retry.iter().map(|(block, (at, _))| (*at, *block)), now_ms);
+        for block in &due {
+            if let Some((_, queue)) = s.retry.remove(block) {
+                s.queue(queue).insert(*block);
+            }
         }
         Ok(due.len())
     }
+}
+
+/// The blocks due by `now_ms`, at most [`MAINTENANCE_LIMIT`], in the order a Redis sorted set
+/// ranges them: by score, then by member as text.
+fn earliest_first(scored: impl Iterator<Item = (u64, u64)>, now_ms: u64) -> Vec<u64> {
+    let mut due: Vec<(u64, u64)> = scored.filter(|(score, _)| *score <= now_ms).collect();
+    due.sort_by_cached_key(|(score, block)| (*score, block.to_string()));
+    due.into_iter()
+        .take(MAINTENANCE_LIMIT)
+        .map(|(_, block)| block)
+        .collect()
 }
