@@ -143,8 +143,8 @@ async fn a_block_is_committed_once_whatever_happens_after() {
     );
     assert!(store.is_done(500).await.unwrap());
     let stats = store.stats().await.unwrap();
-    assert_eq!(stats.get("blocks:backlog"), Some(&1));
-    assert_eq!(stats.get("events:backlog"), Some(&3));
+    assert_eq!(stats.blocks(Origin::Backlog), 1);
+    assert_eq!(stats.events(Origin::Backlog), 3);
 }
 
 #[tokio::test]
