@@ -86,31 +86,21 @@ fn render_store(out: &mut String, s: &StoreSnapshot, head: u64, head_time: u64) 
     );
     let _ = writeln!(out, "tron_actors_last_synced_block {last}");
 
-    let to_do = s.priority + s.backlog + s.retry + s.leased();
     metric(
         out,
         "tron_actors_lag_blocks",
         "gauge",
         "Blocks not yet published: head - last_synced plus queued, leased and retrying blocks.",
     );
-    let _ = writeln!(
-        out,
-        "tron_actors_lag_blocks {}",
-        head.saturating_sub(last) + to_do
-    );
+    let _ = writeln!(out, "tron_actors_lag_blocks {}", s.lag_blocks(head));
 
-    let last_time = s.stats.get("last_block_time").copied().unwrap_or(0);
     metric(
         out,
         "tron_actors_lag_seconds",
         "gauge",
         "Head block timestamp minus the newest published block timestamp.",
     );
-    let lag = if last_time == 0 {
-        0.0
-    } else {
-        head_time.saturating_sub(last_time) as f64 / 1000.0
-    };
+    let lag = s.stats.lag_seconds(head_time).unwrap_or(0.0);
     let _ = writeln!(out, "tron_actors_lag_seconds {lag}");
 
     metric(
@@ -163,11 +153,12 @@ fn render_store(out: &mut String, s: &StoreSnapshot, head: u64, head_time: u64) 
         "counter",
         "Blocks committed to the stream, per path (tip, priority, backlog).",
     );
-    for path in Origin::ALL.map(Origin::as_str) {
-        let n = s.stats.get(&format!("blocks:{path}")).copied().unwrap_or(0);
+    for origin in Origin::ALL {
         let _ = writeln!(
             out,
-            "tron_actors_blocks_published_total{{path=\"{path}\"}} {n}"
+            "tron_actors_blocks_published_total{{path=\"{}\"}} {}",
+            origin.as_str(),
+            s.stats.blocks(origin)
         );
     }
     metric(
@@ -176,11 +167,12 @@ fn render_store(out: &mut String, s: &StoreSnapshot, head: u64, head_time: u64) 
         "counter",
         "Events added to the stream, per path.",
     );
-    for path in Origin::ALL.map(Origin::as_str) {
-        let n = s.stats.get(&format!("events:{path}")).copied().unwrap_or(0);
+    for origin in Origin::ALL {
         let _ = writeln!(
             out,
-            "tron_actors_events_published_total{{path=\"{path}\"}} {n}"
+            "tron_actors_events_published_total{{path=\"{}\"}} {}",
+            origin.as_str(),
+            s.stats.events(origin)
         );
     }
     metric(

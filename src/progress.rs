@@ -5,7 +5,7 @@
 //! otherwise a log line goes out every `log.progress_ms` with the same figures, so that a
 //! container's log shows how far a long backfill has got. Nothing is shown while in sync.
 
-use crate::store::{RedisStore, StoreSnapshot};
+use crate::store::RedisStore;
 use actors::stats::TreeStats;
 use std::collections::VecDeque;
 use std::io::Write;
@@ -61,34 +61,12 @@ impl Mode {
 pub struct Figures {
     pub head: u64,
     pub last_synced: u64,
-    /// Blocks not yet published: head - last_synced plus every queued, retrying and leased block
-    /// (dead letters excluded: they wait for an operator, not for time).
+    /// Blocks not yet published: the lag, [`StoreSnapshot::lag_blocks`](crate::store::StoreSnapshot::lag_blocks).
     pub blocks_left: u64,
     /// Blocks published per second over the last [`RATE_WINDOW`].
     pub blocks_per_s: f64,
     /// `None` while nothing is being published.
     pub eta: Option<Duration>,
-}
-
-/// Blocks left for a snapshot and a head.
-pub fn blocks_left(snapshot: &StoreSnapshot, head: u64) -> u64 {
-    let last = snapshot.last_synced.unwrap_or(0);
-    let unsynced = if last == 0 {
-        0
-    } else {
-        head.saturating_sub(last)
-    };
-    unsynced + snapshot.priority + snapshot.backlog + snapshot.retry + snapshot.leased()
-}
-
-/// Blocks published so far, all paths together.
-pub fn published(snapshot: &StoreSnapshot) -> u64 {
-    snapshot
-        .stats
-        .iter()
-        .filter(|(k, _)| k.starts_with("blocks:"))
-        .map(|(_, v)| v)
-        .sum()
 }
 
 /// Rate over a sliding window of (time, published) samples.
@@ -224,8 +202,8 @@ async fn report(store: RedisStore, tree: Arc<TreeStats>, mode: Mode) {
             Err(_) => continue,
         };
         let now = Instant::now();
-        let blocks_per_s = meter.observe(now, published(&snapshot));
-        let left = blocks_left(&snapshot, head);
+        let blocks_per_s = meter.observe(now, snapshot.stats.published());
+        let left = snapshot.lag_blocks(head);
         let figures = Figures {
             head,
             last_synced: snapshot.last_synced.unwrap_or(0),
@@ -287,32 +265,6 @@ async fn report(store: RedisStore, tree: Arc<TreeStats>, mode: Mode) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn snapshot(last: u64, priority: u64, backlog: u64, retry: u64, leased: u64) -> StoreSnapshot {
-        let mut s = StoreSnapshot {
-            last_synced: Some(last),
-            priority,
-            backlog,
-            retry,
-            ..Default::default()
-        };
-        if leased > 0 {
-            s.leases_by_slot.insert("backlog-0".into(), leased);
-        }
-        s
-    }
-
-    #[test]
-    fn blocks_left_counts_the_unsynced_head_and_every_queue_but_dead_letters() {
-        let mut s = snapshot(100, 3, 40, 2, 5);
-        s.dead = 7;
-        assert_eq!(blocks_left(&s, 110), 10 + 3 + 40 + 2 + 5);
-        // A node behind us adds nothing.
-        assert_eq!(blocks_left(&s, 90), 50);
-        // No last_synced yet: only the queues.
-        s.last_synced = None;
-        assert_eq!(blocks_left(&s, 110), 50);
-    }
 
     #[test]
     fn the_rate_is_measured_over_the_window() {

@@ -70,9 +70,10 @@ async fn under_a_node_rate_limit_the_daemon_stays_under_it_and_the_head_goes_fir
     // the backlog's (52 of them at 36/s: 1.4 s per request, 2 requests per block).
     let stats = store.stats().await.unwrap();
     // The head at the daemon's first poll is `head` or one more.
-    assert!(stats["blocks:backlog"] >= head - start, "{stats:?}");
-    assert_eq!(stats.get("blocks:priority"), None, "{stats:?}");
-    assert!(stats["blocks:tip"] >= until - head, "{stats:?}");
+    let blocks = stats.blocks_by_origin();
+    assert!(blocks["backlog"] >= head - start, "{stats:?}");
+    assert_eq!(blocks.get("priority"), None, "{stats:?}");
+    assert!(blocks["tip"] >= until - head, "{stats:?}");
 }
 
 /// The daemon in this process on `sim`, from `start`, keeping a handle on its node client's

@@ -54,8 +54,8 @@ async fn a_commit_writes_each_events_fields_in_order_and_counts_the_block_once_i
     );
     assert!(store.is_done(500).await.unwrap());
     let stats = store.stats().await.unwrap();
-    assert_eq!(stats.get("blocks:backlog"), Some(&1));
-    assert_eq!(stats.get("events:backlog"), Some(&3));
+    assert_eq!(stats.blocks(Origin::Backlog), 1);
+    assert_eq!(stats.events(Origin::Backlog), 3);
 }
 
 #[tokio::test]

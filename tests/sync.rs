@@ -4,6 +4,7 @@
 
 mod common;
 
+use actors::store::Origin;
 use common::{assert_exactly_once, frozen_sim, start_daemon, test_config, wait_done, TestRedis};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ async fn a_first_start_publishes_from_the_head_and_follows_it() {
     daemon.shutdown().await.unwrap();
     assert_exactly_once(&redis, &sim, head, head + 1).await;
     let stats = store.stats().await.unwrap();
-    assert_eq!(stats.get("blocks:tip"), Some(&2), "{stats:?}");
+    assert_eq!(stats.blocks(Origin::Tip), 2, "{stats:?}");
     use actors::store::Store;
     assert_eq!(store.last_synced().await.unwrap(), Some(head + 1));
 }
@@ -46,9 +47,12 @@ async fn a_restart_ten_blocks_behind_fills_the_gap_through_the_priority_queue() 
 
     assert_exactly_once(&redis, &sim, head, head + 10).await;
     let stats = store.stats().await.unwrap();
-    assert_eq!(stats.get("blocks:priority"), Some(&9), "{stats:?}");
-    assert_eq!(stats.get("blocks:tip"), Some(&2), "{stats:?}");
-    assert_eq!(stats.get("blocks:backlog"), None, "{stats:?}");
+    // Only the priority queue and the tip published: no backlog counter at all.
+    assert_eq!(
+        stats.blocks_by_origin(),
+        [("priority".to_string(), 9), ("tip".to_string(), 2)].into(),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,8 +74,8 @@ async fn a_restart_three_thousand_blocks_behind_fills_the_backlog_highest_first(
 
     let entries = assert_exactly_once(&redis, &sim, head, new_head).await;
     let stats = store.stats().await.unwrap();
-    assert_eq!(stats.get("blocks:backlog"), Some(&2999), "{stats:?}");
-    assert_eq!(stats.get("blocks:tip"), Some(&2), "{stats:?}");
+    assert_eq!(stats.blocks(Origin::Backlog), 2999, "{stats:?}");
+    assert_eq!(stats.blocks(Origin::Tip), 2, "{stats:?}");
 
     // Highest first: in publication order, backlog blocks run from the top down.
     let mut order: Vec<u64> = Vec::new();

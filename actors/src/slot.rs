@@ -1,7 +1,7 @@
 //! Worker slots: the stable identities leases belong to. A lease is owned by a slot, not by an
 //! actor instance, so a restarted worker takes over the leases its predecessor left.
 //!
-//! A slot's name is stored in Redis (a lease's owner, the `owned:<slot>` key), so the names never
+//! A slot's name is stored in Redis (a lease's owner, in the lease hash), so the names never
 //! change: `tip`, `priority`, `backlog-0` .. `backlog-<n-1>`. [`SlotId`]'s `Display` is the only
 //! place that writes one and its `FromStr` the only place that reads one.
 

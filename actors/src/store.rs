@@ -46,8 +46,8 @@ impl Origin {
     }
 
     /// The queue a block of this origin goes back to. The head's block goes to the priority
-    /// queue: it is as urgent as a small gap. (The Lua scripts' `origin_queue` is the same rule
-    /// on the Redis side.)
+    /// queue: it is as urgent as a small gap. (The Lua scripts' `queue_of` is the same rule on
+    /// the Redis side; `tests/store_schema.rs` checks they agree.)
     pub fn queue(self) -> Queue {
         match self {
             Origin::Backlog => Queue::Backlog,

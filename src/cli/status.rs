@@ -4,12 +4,13 @@
 use super::{
     api_key_shown, load_config, node_client, node_head, open_store, CliError, CHECK_TIMEOUT,
 };
+use actors::model::BlockHeader;
 use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tron_actors::config::redact_url;
-use tron_actors::store::RedisStore;
+use tron_actors::store::{RedisStore, StoreSnapshot};
 
 #[derive(Args)]
 pub(crate) struct StatusArgs {
@@ -51,8 +52,6 @@ struct SyncStatus {
     lag_blocks: Option<u64>,
     /// Head block time minus the newest published block's time.
     lag_seconds: Option<f64>,
-    #[serde(skip)]
-    last_block_time_ms: Option<u64>,
     queues: Queues,
     leases_by_slot: BTreeMap<String, u64>,
     published: Published,
@@ -87,10 +86,10 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> Resul
     let client = node_client(&config)?;
     let (head, sync) = tokio::join!(node_head(&client), read_sync(&store));
     let (sync, used_memory, redis_error) = match sync {
-        Ok((sync, used_memory)) => (Some(sync), used_memory, None),
+        Ok((read, used_memory)) => (Some(read.status(head.as_ref().ok())), used_memory, None),
         Err(error) => (None, None, Some(error)),
     };
-    let mut status = Status {
+    let status = Status {
         node: NodeStatus {
             url: redact_url(&config.node.url),
             api_key: api_key_shown(&config),
@@ -106,19 +105,6 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> Resul
         },
         sync,
     };
-    if let (Some(sync), Ok(head)) = (status.sync.as_mut(), &head) {
-        let to_do = sync.queues.priority
-            + sync.queues.backlog
-            + sync.queues.retry
-            + sync.leases_by_slot.values().sum::<u64>();
-        let unsynced = sync
-            .last_synced
-            .map_or(0, |last| head.number.saturating_sub(last));
-        sync.lag_blocks = Some(unsynced + to_do);
-        sync.lag_seconds = sync
-            .last_block_time_ms
-            .map(|last| head.timestamp_ms.saturating_sub(last) as f64 / 1000.0);
-    }
     if args.json {
         let json = serde_json::to_string_pretty(&status).map_err(|error| {
             CliError::Failed(format!("cannot render the status as JSON: {error}"))
@@ -134,8 +120,43 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> Resul
     }
 }
 
+/// What Redis says, before it meets the node's head.
+struct SyncRead {
+    snapshot: StoreSnapshot,
+    stream_key: String,
+    stream_memory: Option<u64>,
+}
+
+impl SyncRead {
+    /// The sync state, with the lag when the node gave its head.
+    fn status(self, head: Option<&BlockHeader>) -> SyncStatus {
+        let s = self.snapshot;
+        SyncStatus {
+            last_synced: s.last_synced,
+            lag_blocks: head.map(|head| s.lag_blocks(head.number)),
+            lag_seconds: head.and_then(|head| s.stats.lag_seconds(head.timestamp_ms)),
+            queues: Queues {
+                priority: s.priority,
+                backlog: s.backlog,
+                retry: s.retry,
+                dead: s.dead,
+            },
+            published: Published {
+                blocks: s.stats.blocks_by_origin(),
+                events: s.stats.events_by_origin(),
+            },
+            leases_by_slot: s.leases_by_slot,
+            stream: StreamStatus {
+                key: self.stream_key,
+                length: s.stream_len,
+                memory_bytes: self.stream_memory,
+            },
+        }
+    }
+}
+
 /// Everything from Redis, and its used memory.
-async fn read_sync(store: &RedisStore) -> Result<(SyncStatus, Option<u64>), String> {
+async fn read_sync(store: &RedisStore) -> Result<(SyncRead, Option<u64>), String> {
     let read = async {
         let snapshot = store.snapshot().await.map_err(|e| e.to_string())?;
         let mut conn = store.connection();
@@ -153,37 +174,11 @@ async fn read_sync(store: &RedisStore) -> Result<(SyncStatus, Option<u64>), Stri
             .lines()
             .find_map(|line| line.strip_prefix("used_memory:"))
             .and_then(|v| v.trim().parse().ok());
-        let mut published = Published {
-            blocks: BTreeMap::new(),
-            events: BTreeMap::new(),
-        };
-        for (key, value) in &snapshot.stats {
-            if let Some(path) = key.strip_prefix("blocks:") {
-                published.blocks.insert(path.to_string(), *value);
-            } else if let Some(path) = key.strip_prefix("events:") {
-                published.events.insert(path.to_string(), *value);
-            }
-        }
-        let last_block_time = snapshot.stats.get("last_block_time").copied();
         Ok::<_, String>((
-            SyncStatus {
-                last_synced: snapshot.last_synced,
-                lag_blocks: None,
-                lag_seconds: None,
-                last_block_time_ms: last_block_time,
-                queues: Queues {
-                    priority: snapshot.priority,
-                    backlog: snapshot.backlog,
-                    retry: snapshot.retry,
-                    dead: snapshot.dead,
-                },
-                leases_by_slot: snapshot.leases_by_slot,
-                published,
-                stream: StreamStatus {
-                    key: stream_key,
-                    length: snapshot.stream_len,
-                    memory_bytes: stream_memory,
-                },
+            SyncRead {
+                snapshot,
+                stream_key,
+                stream_memory,
             },
             used_memory,
         ))

@@ -6,17 +6,30 @@
 //! |---|---|---|
 //! | `<p>:last_synced` | string | last_synced_block |
 //! | `<p>:queue:priority`, `<p>:queue:backlog` | sorted set | blocks to do, score = number |
-//! | `<p>:lease` | hash | block -> `<slot>\|<path>` |
+//! | `<p>:lease` | hash | block -> `<slot>\|<origin>` (`LeaseValue`): who holds it, where it goes back |
 //! | `<p>:lease_deadline` | sorted set | block -> deadline (ms) |
-//! | `<p>:owned:<slot>` | set | the blocks a slot holds |
 //! | `<p>:retry` | sorted set | block -> when it is due (ms) |
 //! | `<p>:retry_path`, `<p>:attempts` | hash | block -> queue to return to, failures so far |
 //! | `<p>:dead` | hash | block -> dead-letter record (JSON) |
 //! | `<p>:done` | bitmap | bit n = block n committed (about 10 MB for the whole chain) |
 //! | `<p>:events` (or `stream.key`) | stream | the events |
-//! | `<p>:stats` | hash | blocks and events published per path |
+//! | `<p>:stats` | hash | `blocks:<origin>`, `events:<origin>`, `last_block_time` ([`StoreStats`]) |
+//!
+//! The lease hash is the only record of who holds a block: a slot's leases are the entries
+//! whose value names it. Versions before this one also kept a set `<p>:owned:<slot>` per slot, which
+//! the scripts had to name by concatenation; nothing reads those sets any more, so a daemon
+//! upgraded in place resumes the leases an older one left from the lease hash alone, and the
+//! leftover sets are inert (delete them at leisure).
+//!
+//! The names are written once, in `schema.rs`: the key names, the lease value and the stats
+//! fields; the scripts are given every key they touch (`scripts.rs`).
 
+mod schema;
 mod scripts;
+mod stats;
+
+pub use schema::Keys;
+pub use stats::{StoreSnapshot, StoreStats};
 
 use actors::chain::ErrorSource;
 use actors::model::Block;
@@ -27,7 +40,9 @@ use actors::store::{
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
+use schema::{LeaseValue, StatsField};
 use scripts::Scripts;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Blocks enqueued per ZADD when a gap is recorded (201,600 blocks = 21 commands, pipelined).
@@ -35,80 +50,14 @@ const ENQUEUE_CHUNK: usize = 10_000;
 /// Leases reaped or retries promoted per maintenance round.
 const MAINTENANCE_LIMIT: usize = 1_000;
 
-/// Key names under one prefix.
-#[derive(Clone, Debug)]
-pub struct Keys {
-    pub prefix: String,
-    /// The event stream: `<prefix>:events` unless `stream.key` names another.
-    events: String,
-}
-
-impl Keys {
-    pub fn new(prefix: &str) -> Self {
-        Keys {
-            prefix: prefix.to_string(),
-            events: format!("{prefix}:events"),
-        }
-    }
-
-    /// The same keys with the event stream under its own name (`stream.key`).
-    pub fn with_stream(prefix: &str, stream: Option<&str>) -> Self {
-        let mut keys = Keys::new(prefix);
-        if let Some(stream) = stream.filter(|s| !s.is_empty()) {
-            keys.events = stream.to_string();
-        }
-        keys
-    }
-    fn key(&self, name: &str) -> String {
-        format!("{}:{name}", self.prefix)
-    }
-    pub fn last_synced(&self) -> String {
-        self.key("last_synced")
-    }
-    pub fn queue(&self, queue: Queue) -> String {
-        match queue {
-            Queue::Priority => self.key("queue:priority"),
-            Queue::Backlog => self.key("queue:backlog"),
-        }
-    }
-    pub fn lease(&self) -> String {
-        self.key("lease")
-    }
-    pub fn lease_deadline(&self) -> String {
-        self.key("lease_deadline")
-    }
-    pub fn owned(&self, slot: SlotId) -> String {
-        self.key(&format!("owned:{slot}"))
-    }
-    pub fn retry(&self) -> String {
-        self.key("retry")
-    }
-    pub fn retry_path(&self) -> String {
-        self.key("retry_path")
-    }
-    pub fn attempts(&self) -> String {
-        self.key("attempts")
-    }
-    pub fn dead(&self) -> String {
-        self.key("dead")
-    }
-    pub fn done(&self) -> String {
-        self.key("done")
-    }
-    pub fn events(&self) -> String {
-        self.events.clone()
-    }
-    pub fn stats(&self) -> String {
-        self.key("stats")
-    }
-}
-
 /// Settings of the Redis store, built by `Config::store_config` (from `[redis]` and `[stream]`;
 /// the timeouts without a config key are fixed there): there is no `Default`, so the numbers
 /// exist once. Code without a user's config starts from `Config::default().store_config()`.
 #[derive(Clone, Debug)]
 pub struct RedisStoreConfig {
+    /// `redis://` or `rediss://` URL.
     pub url: String,
+    /// The prefix of every key (`redis.prefix`).
     pub prefix: String,
     /// The event stream's key; `None` = `<prefix>:events`.
     pub stream_key: Option<String>,
@@ -116,30 +65,11 @@ pub struct RedisStoreConfig {
     pub retention: Duration,
     /// A command that takes longer fails (and is retried by the caller).
     pub response_timeout: Duration,
+    /// Connecting takes at most this long.
     pub connect_timeout: Duration,
 }
 
-/// A point-in-time view of the store.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct StoreSnapshot {
-    pub last_synced: Option<u64>,
-    pub priority: u64,
-    pub backlog: u64,
-    pub retry: u64,
-    pub dead: u64,
-    /// Leases held per slot name.
-    pub leases_by_slot: std::collections::BTreeMap<String, u64>,
-    /// `blocks:<path>`, `events:<path>`, `last_block_time`.
-    pub stats: std::collections::HashMap<String, u64>,
-    pub stream_len: u64,
-}
-
-impl StoreSnapshot {
-    pub fn leased(&self) -> u64 {
-        self.leases_by_slot.values().sum()
-    }
-}
-
+/// [`Store`] over Redis, plus the reads and dead-letter actions of the CLI and the harnesses.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -173,6 +103,7 @@ impl RedisStore {
         })
     }
 
+    /// Its key names.
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
@@ -182,6 +113,7 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING")
@@ -200,8 +132,8 @@ impl RedisStore {
             u64,
             u64,
             u64,
-            std::collections::HashMap<u64, String>,
-            std::collections::HashMap<String, u64>,
+            HashMap<u64, String>,
+            HashMap<String, u64>,
             u64,
         );
         let (last, priority, backlog, retry, dead, leases, stats, stream_len): Reply =
@@ -219,7 +151,7 @@ impl RedisStore {
                 .map_err(unavailable)?;
         let mut leases_by_slot = std::collections::BTreeMap::new();
         for value in leases.values() {
-            let slot = value.split('|').next().unwrap_or_default().to_string();
+            let slot = LeaseValue::parse(value).slot.to_string();
             *leases_by_slot.entry(slot).or_insert(0u64) += 1;
         }
         Ok(StoreSnapshot {
@@ -229,7 +161,7 @@ impl RedisStore {
             retry,
             dead,
             leases_by_slot,
-            stats,
+            stats: StoreStats::parse(&stats),
             stream_len,
         })
     }
@@ -290,12 +222,8 @@ impl RedisStore {
 
     async fn act_on_dead(&self, action: &str, blocks: &[u64]) -> Result<Vec<u64>, StoreError> {
         let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.dead_letters.prepare_invoke();
-        invocation
-            .key(self.keys.dead())
-            .key(self.keys.attempts())
-            .arg(&self.keys.prefix)
-            .arg(action);
+        let mut invocation = self.scripts.dead_letters.invocation(&self.keys);
+        invocation.arg(action);
         for block in blocks {
             invocation.arg(*block);
         }
@@ -323,10 +251,12 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    /// The stats hash: `blocks:<path>` and `events:<path>` counters.
-    pub async fn stats(&self) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+    /// What has been published (the stats hash).
+    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut conn = self.conn.clone();
-        conn.hgetall(self.keys.stats()).await.map_err(unavailable)
+        let hash: HashMap<String, u64> =
+            conn.hgetall(self.keys.stats()).await.map_err(unavailable)?;
+        Ok(StoreStats::parse(&hash))
     }
 }
 
@@ -370,15 +300,12 @@ impl Store for RedisStore {
         let (moved, current): (u8, String) = self
             .scripts
             .advance
-            .key(self.keys.last_synced())
-            .key(self.keys.lease())
-            .key(self.keys.lease_deadline())
-            .key(self.keys.done())
-            .arg(&self.keys.prefix)
+            .invocation(&self.keys)
             .arg(expected)
             .arg(advance.head)
             .arg(advance.lease_deadline_ms)
             .arg(advance.tip_slot.to_string())
+            .arg(Origin::Tip.as_str())
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -406,15 +333,11 @@ impl Store for RedisStore {
         };
         self.scripts
             .claim
-            .key(self.keys.queue(queue))
-            .key(self.keys.done())
-            .key(self.keys.lease())
-            .key(self.keys.lease_deadline())
-            .key(self.keys.owned(slot))
+            .invocation(&self.keys)
             .arg(max)
             .arg(deadline_ms)
             .arg(slot.to_string())
-            .arg(queue.as_str())
+            .arg(queue.origin().as_str())
             .arg(order)
             .invoke_async(&mut conn)
             .await
@@ -423,25 +346,20 @@ impl Store for RedisStore {
 
     async fn owned_leases(&self, slot: SlotId) -> Result<Vec<Lease>, StoreError> {
         let mut conn = self.conn.clone();
-        let flat: Vec<String> = self
-            .scripts
-            .owned
-            .key(self.keys.owned(slot))
-            .key(self.keys.lease())
-            .arg(slot.to_string())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let mut leases = Vec::with_capacity(flat.len() / 2);
-        for pair in flat.chunks(2) {
-            let [block, origin] = pair else {
-                return Err(StoreError::Protocol("odd lease list".into()));
-            };
+        let all: HashMap<String, String> =
+            conn.hgetall(self.keys.lease()).await.map_err(unavailable)?;
+        let mut leases = Vec::new();
+        for (block, value) in &all {
+            let value = LeaseValue::parse(value);
+            if !value.is_held_by(slot) {
+                continue;
+            }
             let block = block
                 .parse()
                 .map_err(|_| StoreError::Protocol(format!("lease on {block:?}")))?;
-            let origin = Origin::parse(origin)
-                .ok_or_else(|| StoreError::Protocol(format!("lease path {origin:?}")))?;
+            let origin = value
+                .origin()
+                .ok_or_else(|| StoreError::Protocol(format!("lease value {value}")))?;
             leases.push(Lease { block, origin });
         }
         leases.sort_by_key(|l| std::cmp::Reverse(l.block));
@@ -452,9 +370,7 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         self.scripts
             .heartbeat
-            .key(self.keys.owned(slot))
-            .key(self.keys.lease())
-            .key(self.keys.lease_deadline())
+            .invocation(&self.keys)
             .arg(slot.to_string())
             .arg(deadline_ms)
             .invoke_async(&mut conn)
@@ -473,25 +389,17 @@ impl Store for RedisStore {
         let script = &self.scripts.commit;
         // EVALSHA built as one command: its thousands of arguments go into one buffer, where a
         // ScriptInvocation allocates each on its own (a fifth of the daemon's time, callgrind).
-        let keys = [
-            self.keys.done(),
-            self.keys.events(),
-            self.keys.lease(),
-            self.keys.lease_deadline(),
-            self.keys.attempts(),
-            self.keys.retry(),
-            self.keys.retry_path(),
-            self.keys.stats(),
-        ];
+        let keys = script.key_names(&self.keys);
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash())
+        cmd.arg(script.hash())
             .arg(keys.len())
             .arg(&keys)
             .arg(block.header.number)
-            .arg(&self.keys.prefix)
-            .arg(origin.as_str())
             .arg(minid)
             .arg(block.header.timestamp_ms)
+            .arg(StatsField::Blocks(origin).name())
+            .arg(StatsField::Events(origin).name())
+            .arg(StatsField::LastBlockTime.name())
             .arg(block.events.len());
         for event in &block.events {
             let fields = event.stream_fields(&block.header);
@@ -506,7 +414,7 @@ impl Store for RedisStore {
             {
                 // A restarted (or flushed) Redis has forgotten the script: load it, ask again.
                 script
-                    .prepare_invoke()
+                    .invocation(&self.keys)
                     .load_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
@@ -533,17 +441,8 @@ impl Store for RedisStore {
         delays_ms: &[u64],
     ) -> Result<FailOutcome, StoreError> {
         let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.fail.prepare_invoke();
-        invocation
-            .key(self.keys.done())
-            .key(self.keys.attempts())
-            .key(self.keys.retry())
-            .key(self.keys.retry_path())
-            .key(self.keys.dead())
-            .arg(block)
-            .arg(&self.keys.prefix)
-            .arg(error)
-            .arg(now_ms);
+        let mut invocation = self.scripts.fail.invocation(&self.keys);
+        invocation.arg(block).arg(error).arg(now_ms);
         for delay in delays_ms {
             invocation.arg(*delay);
         }
@@ -567,12 +466,8 @@ impl Store for RedisStore {
             return Ok(0);
         }
         let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.release.prepare_invoke();
-        invocation
-            .key(self.keys.done())
-            .key(self.keys.lease())
-            .arg(&self.keys.prefix)
-            .arg(slot.to_string());
+        let mut invocation = self.scripts.release.invocation(&self.keys);
+        invocation.arg(slot.to_string());
         for block in blocks {
             invocation.arg(*block);
         }
@@ -586,10 +481,7 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         self.scripts
             .reap
-            .key(self.keys.lease_deadline())
-            .key(self.keys.done())
-            .key(self.keys.lease())
-            .arg(&self.keys.prefix)
+            .invocation(&self.keys)
             .arg(now_ms)
             .arg(MAINTENANCE_LIMIT)
             .invoke_async(&mut conn)
@@ -601,10 +493,8 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         self.scripts
             .promote
-            .key(self.keys.retry())
-            .key(self.keys.retry_path())
+            .invocation(&self.keys)
             .arg(now_ms)
-            .arg(&self.keys.prefix)
             .arg(MAINTENANCE_LIMIT)
             .invoke_async(&mut conn)
             .await

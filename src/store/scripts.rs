@@ -1,53 +1,96 @@
 //! The Lua scripts behind every atomic step of the store. Each one runs whole or not at all on
 //! the Redis server, which is what makes "claimed" and "leased", or "published" and "done",
-//! inseparable. All keys share one hash tag, so they also run on Redis Cluster; the per-slot
-//! `owned` sets and the queues are named from the prefix inside the scripts, for the same tag.
+//! inseparable.
 //!
-//! Lease value format: `<slot>|<path>` where path is `tip`, `priority` or `backlog`.
+//! No script builds a key name: each lists the [`Key`]s it touches, Rust passes them in KEYS in
+//! that order, and a generated prelude binds each to a Lua local ([`Key::lua_name`]). So every
+//! key a script touches is declared, as Redis Cluster requires (they share one hash tag), and a
+//! unit test below checks that each `redis.call` names a key the script was given. The few facts
+//! both languages need are Lua helpers of the prelude, each the twin of one Rust definition:
+//! the lease value (`LeaseValue`) and the queue a block goes back to (`Origin::queue`).
 
-/// Drops a block's lease wherever it is recorded. Expects `LEASE`, `DEADLINE` and `PREFIX`.
-const RELEASE_LEASE: &str = r#"
+use super::schema::{Key, Keys};
+use Key::*;
+
+/// Always in the prelude: the lease value and the origin -> queue rule, which touch no key.
+const LEASE_VALUE: &str = r#"
+-- A lease's value is slot|origin (LeaseValue in schema.rs is its twin).
+local function lease_value(slot, origin) return slot .. '|' .. origin end
+local function lease_slot(v) return string.match(v, '^([^|]*)') end
+local function lease_origin(v) return string.match(v, '|(.*)$') end
+-- The name of the queue a block of this origin goes back to ('priority' without one): the
+-- twin of Origin::queue in actors/src/store.rs, which tests/store_schema.rs checks it against.
+local function queue_of(origin)
+  if origin == 'backlog' then return 'backlog' end
+  return 'priority'
+end
+"#;
+
+/// A prelude helper that touches keys: included in the scripts given all of `keys`.
+struct Helper {
+    keys: &'static [Key],
+    source: &'static str,
+}
+
+const HELPERS: &[Helper] = &[
+    Helper {
+        keys: &[Key::PriorityQueue, Key::BacklogQueue],
+        source: r#"
+local function queue_key(origin)
+  if queue_of(origin) == 'backlog' then return BACKLOG_QUEUE end
+  return PRIORITY_QUEUE
+end
+"#,
+    },
+    Helper {
+        keys: &[Key::Lease, Key::LeaseDeadline],
+        source: r#"
+-- Drops a block's lease; returns its value (false when there was none).
 local function release_lease(b)
   local v = redis.call('HGET', LEASE, b)
-  if v then
-    local owner = string.match(v, '^([^|]*)')
-    redis.call('SREM', PREFIX .. ':owned:' .. owner, b)
-    redis.call('HDEL', LEASE, b)
-  end
+  if v then redis.call('HDEL', LEASE, b) end
   redis.call('ZREM', DEADLINE, b)
   return v
 end
-local function origin_queue(v)
-  if v and string.match(v, '|backlog$') then return 'backlog' end
-  return 'priority'
-end
+"#,
+    },
+    Helper {
+        keys: &[
+            Key::Lease,
+            Key::LeaseDeadline,
+            Key::Done,
+            Key::PriorityQueue,
+            Key::BacklogQueue,
+        ],
+        source: r#"
 -- Drops the lease and puts the block back on the queue it came from, unless it is done.
 local function return_to_queue(b)
   local v = release_lease(b)
-  if v and redis.call('GETBIT', PREFIX .. ':done', b) == 0 then
-    redis.call('ZADD', PREFIX .. ':queue:' .. origin_queue(v), b, b)
+  if v and redis.call('GETBIT', DONE, b) == 0 then
+    redis.call('ZADD', queue_key(lease_origin(v)), b, b)
   end
   return v
 end
-"#;
+"#,
+    },
+];
 
-/// KEYS: last_synced, lease, deadline, done. ARGV: prefix, expected ('' = none), head,
-/// deadline, tip slot. Returns {1, head} or {0, current}.
+/// ARGV: expected ('' = none), head, deadline, tip slot, tip origin. Returns {1, head} or
+/// {0, current}.
 const ADVANCE: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if (cur or '') ~= ARGV[2] then return {0, cur or ''} end
-local head = ARGV[3]
-if redis.call('GETBIT', KEYS[4], head) == 0 then
-  redis.call('HSET', KEYS[2], head, ARGV[5] .. '|tip')
-  redis.call('ZADD', KEYS[3], ARGV[4], head)
-  redis.call('SADD', ARGV[1] .. ':owned:' .. ARGV[5], head)
+local cur = redis.call('GET', LAST_SYNCED)
+if (cur or '') ~= ARGV[1] then return {0, cur or ''} end
+local head = ARGV[2]
+if redis.call('GETBIT', DONE, head) == 0 then
+  redis.call('HSET', LEASE, head, lease_value(ARGV[4], ARGV[5]))
+  redis.call('ZADD', DEADLINE, ARGV[3], head)
 end
-redis.call('SET', KEYS[1], head)
+redis.call('SET', LAST_SYNCED, head)
 return {1, head}
 "#;
 
-/// KEYS: queue, done, lease, deadline, owned(slot). ARGV: max, deadline, slot, path,
-/// 'max'|'min'. Returns the claimed blocks in claim order.
+/// ARGV: max, deadline, slot, origin of the queue claimed from, 'max'|'min'. Returns the
+/// claimed blocks in claim order.
 const CLAIM: &str = r#"
 local out = {}
 local max = tonumber(ARGV[1])
@@ -55,114 +98,103 @@ local popped_total = 0
 -- done blocks are dropped as they are popped; bound the work one call may do
 while #out < max and popped_total < max * 20 do
   local popped
-  if ARGV[5] == 'max' then popped = redis.call('ZPOPMAX', KEYS[1]) else popped = redis.call('ZPOPMIN', KEYS[1]) end
+  if ARGV[5] == 'max' then
+    popped = redis.call('ZPOPMAX', queue_key(ARGV[4]))
+  else
+    popped = redis.call('ZPOPMIN', queue_key(ARGV[4]))
+  end
   if #popped == 0 then break end
   popped_total = popped_total + 1
   local b = popped[1]
-  if redis.call('GETBIT', KEYS[2], b) == 0 then
-    redis.call('HSET', KEYS[3], b, ARGV[3] .. '|' .. ARGV[4])
-    redis.call('ZADD', KEYS[4], ARGV[2], b)
-    redis.call('SADD', KEYS[5], b)
+  if redis.call('GETBIT', DONE, b) == 0 then
+    redis.call('HSET', LEASE, b, lease_value(ARGV[3], ARGV[4]))
+    redis.call('ZADD', DEADLINE, ARGV[2], b)
     out[#out + 1] = b
   end
 end
 return out
 "#;
 
-/// KEYS: done, stream, lease, deadline, attempts, retry, retry_path, stats.
-/// ARGV: block, prefix, path, minid, block time, event count, then per event: 2*fields, f1, v1...
+/// ARGV: block, minid, block time, then the stats fields to count up (blocks, events, last block
+/// time), event count, then per event: 2*fields, f1, v1...
 /// Returns {events added, failed attempts before this one}, or {-1, 0} when already done.
 const COMMIT: &str = r#"
 local b = ARGV[1]
-local prior = tonumber(redis.call('HGET', KEYS[5], b) or '0')
+local prior = tonumber(redis.call('HGET', ATTEMPTS, b) or '0')
 local function forget_retries()
-  redis.call('HDEL', KEYS[5], b)
-  redis.call('ZREM', KEYS[6], b)
-  redis.call('HDEL', KEYS[7], b)
+  redis.call('HDEL', ATTEMPTS, b)
+  redis.call('ZREM', RETRY, b)
+  redis.call('HDEL', RETRY_PATH, b)
 end
-if redis.call('GETBIT', KEYS[1], b) == 1 then
+if redis.call('GETBIT', DONE, b) == 1 then
   release_lease(b)
   forget_retries()
   return {-1, 0}
 end
-local n = tonumber(ARGV[6])
-local i = 7
+local n = tonumber(ARGV[7])
+local i = 8
 for e = 1, n do
   local count = tonumber(ARGV[i])
-  redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + count))
+  redis.call('XADD', EVENTS, '*', unpack(ARGV, i + 1, i + count))
   i = i + count + 1
 end
-redis.call('SETBIT', KEYS[1], b, 1)
-if n > 0 then redis.call('XTRIM', KEYS[2], 'MINID', '~', ARGV[4]) end
+redis.call('SETBIT', DONE, b, 1)
+if n > 0 then redis.call('XTRIM', EVENTS, 'MINID', '~', ARGV[2]) end
 release_lease(b)
 forget_retries()
-redis.call('HINCRBY', KEYS[8], 'blocks:' .. ARGV[3], 1)
-redis.call('HINCRBY', KEYS[8], 'events:' .. ARGV[3], n)
+redis.call('HINCRBY', STATS, ARGV[4], 1)
+redis.call('HINCRBY', STATS, ARGV[5], n)
 -- The newest block time published, for the lag in seconds.
-if tonumber(redis.call('HGET', KEYS[8], 'last_block_time') or '0') < tonumber(ARGV[5]) then
-  redis.call('HSET', KEYS[8], 'last_block_time', ARGV[5])
+if tonumber(redis.call('HGET', STATS, ARGV[6]) or '0') < tonumber(ARGV[3]) then
+  redis.call('HSET', STATS, ARGV[6], ARGV[3])
 end
 return {n, prior}
 "#;
 
-/// KEYS: done, attempts, retry, retry_path, dead. ARGV: block, prefix, error, now, delays...
+/// ARGV: block, error, now, delays...
 /// Returns {'retry', attempt, due} | {'dead', attempts, 0} | {'done', 0, 0}.
 const FAIL: &str = r#"
 local b = ARGV[1]
 local v = release_lease(b)
-if redis.call('GETBIT', KEYS[1], b) == 1 then return {'done', 0, 0} end
-local path = origin_queue(v)
-local attempt = redis.call('HINCRBY', KEYS[2], b, 1)
-local delays = #ARGV - 4
+if redis.call('GETBIT', DONE, b) == 1 then return {'done', 0, 0} end
+local path = queue_of(v and lease_origin(v))
+local attempt = redis.call('HINCRBY', ATTEMPTS, b, 1)
+local delays = #ARGV - 3
 if attempt <= delays then
-  local due = tonumber(ARGV[4]) + tonumber(ARGV[4 + attempt])
-  redis.call('ZADD', KEYS[3], due, b)
-  redis.call('HSET', KEYS[4], b, path)
+  local due = tonumber(ARGV[3]) + tonumber(ARGV[3 + attempt])
+  redis.call('ZADD', RETRY, due, b)
+  redis.call('HSET', RETRY_PATH, b, path)
   return {'retry', attempt, due}
 end
-redis.call('HDEL', KEYS[2], b)
-redis.call('ZREM', KEYS[3], b)
-redis.call('HDEL', KEYS[4], b)
-redis.call('HSET', KEYS[5], b, cjson.encode({block = tonumber(b), attempts = attempt,
-  error = ARGV[3], at_ms = tonumber(ARGV[4]), path = path}))
+redis.call('HDEL', ATTEMPTS, b)
+redis.call('ZREM', RETRY, b)
+redis.call('HDEL', RETRY_PATH, b)
+redis.call('HSET', DEAD, b, cjson.encode({block = tonumber(b), attempts = attempt,
+  error = ARGV[2], at_ms = tonumber(ARGV[3]), path = path}))
 return {'dead', attempt, 0}
 "#;
 
-/// KEYS: owned(slot), lease, deadline. ARGV: slot, deadline. Returns how many were extended.
+/// ARGV: slot, deadline. Extends the slot's leases; returns how many. The lease hash holds one
+/// entry per block in flight (a few hundred), so reading it whole is cheap.
 const HEARTBEAT: &str = r#"
 local n = 0
-for _, b in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local v = redis.call('HGET', KEYS[2], b)
-  if v and string.match(v, '^([^|]*)') == ARGV[1] then
-    redis.call('ZADD', KEYS[3], ARGV[2], b)
+local leases = redis.call('HGETALL', LEASE)
+for i = 1, #leases, 2 do
+  if lease_slot(leases[i + 1]) == ARGV[1] then
+    redis.call('ZADD', DEADLINE, ARGV[2], leases[i])
     n = n + 1
-  else
-    redis.call('SREM', KEYS[1], b)
   end
 end
 return n
 "#;
 
-/// KEYS: owned(slot), lease. ARGV: slot. Returns {block, path, block, path, ...}.
-const OWNED: &str = r#"
-local out = {}
-for _, b in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local v = redis.call('HGET', KEYS[2], b)
-  if v and string.match(v, '^([^|]*)') == ARGV[1] then
-    out[#out + 1] = b
-    out[#out + 1] = string.match(v, '|(.*)$')
-  end
-end
-return out
-"#;
-
-/// KEYS: done, lease. ARGV: prefix, slot, then blocks. The slot's leases on these blocks go back
-/// to their queues. Returns how many.
+/// ARGV: slot, then blocks. The slot's leases on these blocks go back to their queues.
+/// Returns how many.
 const RELEASE: &str = r#"
 local n = 0
-for i = 3, #ARGV do
+for i = 2, #ARGV do
   local v = redis.call('HGET', LEASE, ARGV[i])
-  if v and string.match(v, '^([^|]*)') == ARGV[2] then
+  if v and lease_slot(v) == ARGV[1] then
     return_to_queue(ARGV[i])
     n = n + 1
   end
@@ -170,91 +202,263 @@ end
 return n
 "#;
 
-/// KEYS: deadline, done, lease. ARGV: prefix, now, limit. Expired leases go back to their
-/// queues. Returns how many.
+/// ARGV: now, limit. Expired leases go back to their queues. Returns how many.
 const REAP: &str = r#"
-local expired = redis.call('ZRANGEBYSCORE', DEADLINE, '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local expired = redis.call('ZRANGEBYSCORE', DEADLINE, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, b in ipairs(expired) do
   if not return_to_queue(b) then redis.call('ZREM', DEADLINE, b) end
 end
 return #expired
 "#;
 
-/// KEYS: retry, retry_path. ARGV: now, prefix, limit. Returns how many were promoted.
+/// ARGV: now, limit. Returns how many were promoted.
 const PROMOTE: &str = r#"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local due = redis.call('ZRANGEBYSCORE', RETRY, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, b in ipairs(due) do
-  local path = redis.call('HGET', KEYS[2], b) or 'priority'
-  redis.call('ZADD', ARGV[2] .. ':queue:' .. path, b, b)
-  redis.call('ZREM', KEYS[1], b)
-  redis.call('HDEL', KEYS[2], b)
+  redis.call('ZADD', queue_key(redis.call('HGET', RETRY_PATH, b)), b, b)
+  redis.call('ZREM', RETRY, b)
+  redis.call('HDEL', RETRY_PATH, b)
 end
 return #due
 "#;
 
-/// KEYS: dead, attempts. ARGV: prefix, 'requeue'|'purge', then blocks (none = all).
+/// ARGV: 'requeue'|'purge', then blocks (none = all).
 /// Requeued blocks go back to the queue they came from with a fresh retry schedule.
 /// Returns the blocks acted on.
 const DEAD_LETTERS: &str = r#"
 local blocks = {}
-if #ARGV > 2 then
-  for i = 3, #ARGV do blocks[#blocks + 1] = ARGV[i] end
+if #ARGV > 1 then
+  for i = 2, #ARGV do blocks[#blocks + 1] = ARGV[i] end
 else
-  blocks = redis.call('HKEYS', KEYS[1])
+  blocks = redis.call('HKEYS', DEAD)
 end
 local out = {}
 for _, b in ipairs(blocks) do
-  local record = redis.call('HGET', KEYS[1], b)
+  local record = redis.call('HGET', DEAD, b)
   if record then
-    if ARGV[2] == 'requeue' then
-      local path = cjson.decode(record)['path']
-      if path ~= 'backlog' then path = 'priority' end
-      redis.call('ZADD', ARGV[1] .. ':queue:' .. path, b, b)
+    if ARGV[1] == 'requeue' then
+      redis.call('ZADD', queue_key(cjson.decode(record)['path']), b, b)
     end
-    redis.call('HDEL', KEYS[1], b)
-    redis.call('HDEL', KEYS[2], b)
+    redis.call('HDEL', DEAD, b)
+    redis.call('HDEL', ATTEMPTS, b)
     out[#out + 1] = b
   end
 end
 return out
 "#;
 
-/// Builds a script whose body may use `release_lease`: `LEASE`, `DEADLINE` and `PREFIX` are bound
-/// from the keys `<prefix>:lease`, `<prefix>:lease_deadline` and the prefix passed as
-/// `ARGV[prefix_arg]`.
-fn with_lease_helpers(prefix_arg: usize, body: &str) -> String {
-    format!(
-        "local PREFIX = ARGV[{prefix_arg}]\nlocal LEASE = PREFIX .. ':lease'\nlocal DEADLINE = PREFIX .. ':lease_deadline'\n{RELEASE_LEASE}\n{body}"
-    )
+/// A script and the keys it is given, in KEYS order.
+pub(crate) struct StoreScript {
+    keys: &'static [Key],
+    script: redis::Script,
+}
+
+impl StoreScript {
+    fn new(keys: &'static [Key], body: &str) -> Self {
+        StoreScript {
+            keys,
+            script: redis::Script::new(&source(keys, body)),
+        }
+    }
+
+    /// The script's key names, in KEYS order.
+    pub(crate) fn key_names(&self, keys: &Keys) -> Vec<String> {
+        self.keys.iter().map(|key| keys.of(*key)).collect()
+    }
+
+    /// An invocation with every key already given; the caller adds ARGV.
+    pub(crate) fn invocation(&self, keys: &Keys) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.script.prepare_invoke();
+        for name in self.key_names(keys) {
+            invocation.key(name);
+        }
+        invocation
+    }
+
+    /// The script's SHA1, for a hand-built EVALSHA.
+    pub(crate) fn hash(&self) -> &str {
+        self.script.get_hash()
+    }
+}
+
+/// The whole source: the keys bound to their locals, the helpers the keys allow, the body.
+fn source(keys: &[Key], body: &str) -> String {
+    let mut source = String::new();
+    for (i, key) in keys.iter().enumerate() {
+        source.push_str(&format!("local {} = KEYS[{}]\n", key.lua_name(), i + 1));
+    }
+    source.push_str(LEASE_VALUE);
+    for helper in HELPERS {
+        if helper.keys.iter().all(|k| keys.contains(k)) {
+            source.push_str(helper.source);
+        }
+    }
+    source.push_str(body);
+    source
 }
 
 /// The compiled scripts (their SHA1 is computed once).
 pub(crate) struct Scripts {
-    pub advance: redis::Script,
-    pub claim: redis::Script,
-    pub commit: redis::Script,
-    pub fail: redis::Script,
-    pub heartbeat: redis::Script,
-    pub owned: redis::Script,
-    pub release: redis::Script,
-    pub reap: redis::Script,
-    pub promote: redis::Script,
-    pub dead_letters: redis::Script,
+    pub(crate) advance: StoreScript,
+    pub(crate) claim: StoreScript,
+    pub(crate) commit: StoreScript,
+    pub(crate) fail: StoreScript,
+    pub(crate) heartbeat: StoreScript,
+    pub(crate) release: StoreScript,
+    pub(crate) reap: StoreScript,
+    pub(crate) promote: StoreScript,
+    pub(crate) dead_letters: StoreScript,
 }
 
+/// Every script: its keys and its body.
+const SCRIPTS: [(&str, &[Key], &str); 9] = [
+    (
+        "advance",
+        &[LastSynced, Done, Lease, LeaseDeadline],
+        ADVANCE,
+    ),
+    (
+        "claim",
+        &[PriorityQueue, BacklogQueue, Done, Lease, LeaseDeadline],
+        CLAIM,
+    ),
+    (
+        "commit",
+        &[
+            Done,
+            Events,
+            Lease,
+            LeaseDeadline,
+            Attempts,
+            Retry,
+            RetryPath,
+            Stats,
+        ],
+        COMMIT,
+    ),
+    (
+        "fail",
+        &[Done, Attempts, Retry, RetryPath, Dead, Lease, LeaseDeadline],
+        FAIL,
+    ),
+    ("heartbeat", &[Lease, LeaseDeadline], HEARTBEAT),
+    (
+        "release",
+        &[Done, Lease, LeaseDeadline, PriorityQueue, BacklogQueue],
+        RELEASE,
+    ),
+    (
+        "reap",
+        &[LeaseDeadline, Done, Lease, PriorityQueue, BacklogQueue],
+        REAP,
+    ),
+    (
+        "promote",
+        &[Retry, RetryPath, PriorityQueue, BacklogQueue],
+        PROMOTE,
+    ),
+    (
+        "dead_letters",
+        &[Dead, Attempts, PriorityQueue, BacklogQueue],
+        DEAD_LETTERS,
+    ),
+];
+
 impl Scripts {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
+        let [advance, claim, commit, fail, heartbeat, release, reap, promote, dead_letters] =
+            SCRIPTS.map(|(_, keys, body)| StoreScript::new(keys, body));
         Scripts {
-            advance: redis::Script::new(ADVANCE),
-            claim: redis::Script::new(CLAIM),
-            commit: redis::Script::new(&with_lease_helpers(2, COMMIT)),
-            fail: redis::Script::new(&with_lease_helpers(2, FAIL)),
-            heartbeat: redis::Script::new(HEARTBEAT),
-            owned: redis::Script::new(OWNED),
-            release: redis::Script::new(&with_lease_helpers(1, RELEASE)),
-            reap: redis::Script::new(&with_lease_helpers(1, REAP)),
-            promote: redis::Script::new(PROMOTE),
-            dead_letters: redis::Script::new(DEAD_LETTERS),
+            advance,
+            claim,
+            commit,
+            fail,
+            heartbeat,
+            release,
+            reap,
+            promote,
+            dead_letters,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first argument of each `redis.call(...)` in `source`: the key of every command the
+    /// scripts use (none takes its key elsewhere).
+    fn called_keys(source: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (at, _) in source.match_indices("redis.call(") {
+            let rest = &source[at + "redis.call(".len()..];
+            let mut args = Vec::new();
+            let (mut depth, mut start) = (0, 0);
+            for (i, c) in rest.char_indices() {
+                match c {
+                    '(' | '{' => depth += 1,
+                    ')' | '}' if depth == 0 => {
+                        args.push(rest[start..i].trim().to_string());
+                        break;
+                    }
+                    ')' | '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        args.push(rest[start..i].trim().to_string());
+                        start = i + 1;
+                        if args.len() == 2 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.push((args[0].trim_matches('\'').to_string(), args[1].clone()));
+        }
+        out
+    }
+
+    /// Redis does not enforce declared keys outside cluster mode, so this is checked on the
+    /// sources: every command names a key the script was given, by its local or through
+    /// `queue_key` (which needs both queues); none is concatenated, none read from KEYS or ARGV.
+    #[test]
+    fn every_script_touches_only_the_keys_it_is_given() {
+        for (name, keys, body) in SCRIPTS {
+            let source = source(keys, body);
+            let calls = called_keys(&source);
+            assert!(!calls.is_empty(), "{name}");
+            for (command, key) in calls {
+                let given = keys.iter().any(|k| k.lua_name() == key)
+                    || (key.starts_with("queue_key(")
+                        && keys.contains(&PriorityQueue)
+                        && keys.contains(&BacklogQueue));
+                assert!(given, "{name}: {command} on {key}, not a key it is given");
+            }
+            assert!(!body.contains("KEYS["), "{name} reads KEYS by position");
+            assert!(!source.contains("':"), "{name} builds a key name");
+        }
+    }
+
+    /// A helper a script calls is in its prelude (else Lua fails only when the call runs).
+    #[test]
+    fn every_helper_a_script_calls_is_in_its_prelude() {
+        for (name, keys, body) in SCRIPTS {
+            let source = source(keys, body);
+            for helper in ["queue_key", "release_lease", "return_to_queue"] {
+                if body.contains(&format!("{helper}(")) {
+                    assert!(
+                        source.contains(&format!("local function {helper}(")),
+                        "{name} calls {helper} without the keys it needs"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keys_are_bound_in_the_order_they_are_given() {
+        let source = source(&[Retry, RetryPath], "return 1");
+        assert!(source.starts_with("local RETRY = KEYS[1]\nlocal RETRY_PATH = KEYS[2]\n"));
+        assert!(!source.contains("local function queue_key("));
+        assert!(!source.contains("local function release_lease("));
     }
 }

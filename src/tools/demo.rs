@@ -106,18 +106,11 @@ impl Demo {
                     if backlog + priority > 0 {
                         continue;
                     }
-                    let total = |prefix: &str| -> u64 {
-                        stats
-                            .iter()
-                            .filter(|(k, _)| k.starts_with(prefix))
-                            .map(|(_, v)| v)
-                            .sum()
-                    };
                     tracing::info!(
                         head,
                         last_synced = last.unwrap_or(0),
-                        blocks_published = total("blocks:"),
-                        events_published = total("events:"),
+                        blocks_published = stats.published(),
+                        events_published = stats.events_published(),
                         "Following the head"
                     );
                 }

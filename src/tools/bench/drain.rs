@@ -4,6 +4,7 @@
 use crate::store::{RedisStore, RedisStoreConfig};
 use crate::tools::child::{DaemonCommand, DaemonOutput};
 use crate::tools::local_redis::{free_port, LocalRedis};
+use actors::store::Origin;
 use redis::aio::ConnectionManager;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -171,7 +172,7 @@ pub(super) async fn drain_and_follow(
                 .map(|(_, l)| l),
         );
         let snapshot = store.snapshot().await?;
-        let backlog_done = snapshot.stats.get("blocks:backlog").copied().unwrap_or(0);
+        let backlog_done = snapshot.stats.blocks(Origin::Backlog);
         let backlog_leases: u64 = snapshot
             .leases_by_slot
             .iter()
@@ -212,13 +213,13 @@ pub(super) async fn drain_and_follow(
         })
         .filter(|(_, n)| *n > 0)
         .collect();
-    let stat = |name: &str| drained.stats.get(name).copied().unwrap_or(0);
+    let stats = &drained.stats;
     report.drain = Rate {
-        blocks: stat("blocks:backlog"),
-        events: stat("events:backlog"),
+        blocks: stats.blocks(Origin::Backlog),
+        events: stats.events(Origin::Backlog),
         seconds,
     };
-    report.head_blocks_during_drain = stat("blocks:tip") + stat("blocks:priority");
+    report.head_blocks_during_drain = stats.blocks(Origin::Tip) + stats.blocks(Origin::Priority);
     say(&format!(
         "  drained {} blocks in {seconds:.1} s; timing {} head blocks in sync ...",
         report.drain.blocks, options.head_blocks

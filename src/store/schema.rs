@@ -1,0 +1,254 @@
+//! The store's Redis schema, written once: the key names ([`Keys`], and [`Key`], the keys a
+//! script may be given), the value of a lease ([`LeaseValue`]) and the fields of the stats hash.
+//! The Lua scripts build no key name and parse no lease themselves: they receive every key in
+//! KEYS, bound to the names [`Key::lua_name`] gives, and their lease helpers are the Lua twin of
+//! [`LeaseValue`] (see `scripts.rs`).
+
+use actors::slot::SlotId;
+use actors::store::{Origin, Queue};
+use std::fmt;
+
+/// Key names under one prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// The prefix every key but a renamed stream starts with (`{tron}` by default: a hash tag).
+    pub prefix: String,
+    /// The event stream: `<prefix>:events` unless `stream.key` names another.
+    events: String,
+}
+
+impl Keys {
+    /// The keys under `prefix`, the stream included.
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+            events: format!("{prefix}:events"),
+        }
+    }
+
+    /// The same keys with the event stream under its own name (`stream.key`).
+    pub fn with_stream(prefix: &str, stream: Option<&str>) -> Self {
+        let mut keys = Keys::new(prefix);
+        if let Some(stream) = stream.filter(|s| !s.is_empty()) {
+            keys.events = stream.to_string();
+        }
+        keys
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// The name of a key a script may be given.
+    pub(crate) fn of(&self, key: Key) -> String {
+        match key {
+            Key::LastSynced => self.last_synced(),
+            Key::PriorityQueue => self.queue(Queue::Priority),
+            Key::BacklogQueue => self.queue(Queue::Backlog),
+            Key::Lease => self.lease(),
+            Key::LeaseDeadline => self.lease_deadline(),
+            Key::Retry => self.retry(),
+            Key::RetryPath => self.retry_path(),
+            Key::Attempts => self.attempts(),
+            Key::Dead => self.dead(),
+            Key::Done => self.done(),
+            Key::Events => self.events(),
+            Key::Stats => self.stats(),
+        }
+    }
+
+    /// last_synced_block.
+    pub fn last_synced(&self) -> String {
+        self.key("last_synced")
+    }
+    /// A work queue.
+    pub fn queue(&self, queue: Queue) -> String {
+        match queue {
+            Queue::Priority => self.key("queue:priority"),
+            Queue::Backlog => self.key("queue:backlog"),
+        }
+    }
+    /// Block -> `<slot>|<origin>`.
+    pub fn lease(&self) -> String {
+        self.key("lease")
+    }
+    /// Block -> when its lease expires.
+    pub fn lease_deadline(&self) -> String {
+        self.key("lease_deadline")
+    }
+    /// Block -> when its next attempt is due.
+    pub fn retry(&self) -> String {
+        self.key("retry")
+    }
+    /// Block -> the queue a retrying block goes back to.
+    pub fn retry_path(&self) -> String {
+        self.key("retry_path")
+    }
+    /// Block -> failures so far.
+    pub fn attempts(&self) -> String {
+        self.key("attempts")
+    }
+    /// Block -> dead-letter record.
+    pub fn dead(&self) -> String {
+        self.key("dead")
+    }
+    /// The bitmap of committed blocks.
+    pub fn done(&self) -> String {
+        self.key("done")
+    }
+    /// The event stream.
+    pub fn events(&self) -> String {
+        self.events.clone()
+    }
+    /// What has been published, per origin: see [`StoreStats`](super::StoreStats).
+    pub fn stats(&self) -> String {
+        self.key("stats")
+    }
+}
+
+/// A key a script may be given. Each script lists the ones it touches; Rust passes them in KEYS
+/// in that order and the script's prelude binds each to a Lua local named [`Key::lua_name`], so
+/// neither side counts positions and no script builds a key name (what Redis Cluster requires).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Key {
+    LastSynced,
+    PriorityQueue,
+    BacklogQueue,
+    Lease,
+    LeaseDeadline,
+    Retry,
+    RetryPath,
+    Attempts,
+    Dead,
+    Done,
+    Events,
+    Stats,
+}
+
+impl Key {
+    /// The Lua local the key is bound to in a script that is given it.
+    pub(crate) fn lua_name(self) -> &'static str {
+        match self {
+            Key::LastSynced => "LAST_SYNCED",
+            Key::PriorityQueue => "PRIORITY_QUEUE",
+            Key::BacklogQueue => "BACKLOG_QUEUE",
+            Key::Lease => "LEASE",
+            Key::LeaseDeadline => "DEADLINE",
+            Key::Retry => "RETRY",
+            Key::RetryPath => "RETRY_PATH",
+            Key::Attempts => "ATTEMPTS",
+            Key::Dead => "DEAD",
+            Key::Done => "DONE",
+            Key::Events => "EVENTS",
+            Key::Stats => "STATS",
+        }
+    }
+}
+
+/// A lease as stored in `<p>:lease` (block -> value): `<slot>|<origin>`. Its Lua twin is the
+/// `lease_value`, `lease_slot` and `lease_origin` helpers of `scripts.rs`, which write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeaseValue<'a> {
+    /// The owner's name; a [`SlotId`] unless written by hand.
+    pub(crate) slot: &'a str,
+    /// Its [`Origin`]'s name.
+    origin: &'a str,
+}
+
+impl<'a> LeaseValue<'a> {
+    /// Reads a stored value. A value without `|` is all owner, with no origin.
+    pub(crate) fn parse(value: &'a str) -> Self {
+        let (slot, origin) = value.split_once('|').unwrap_or((value, ""));
+        LeaseValue { slot, origin }
+    }
+
+    /// Whether `slot` holds the lease.
+    pub(crate) fn is_held_by(&self, slot: SlotId) -> bool {
+        self.slot == slot.to_string()
+    }
+
+    /// Where the leased block's work came from; `None` for a value no version of ours wrote.
+    pub(crate) fn origin(&self) -> Option<Origin> {
+        Origin::parse(self.origin)
+    }
+}
+
+impl fmt::Display for LeaseValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}|{}", self.slot, self.origin)
+    }
+}
+
+/// A field of the stats hash `<p>:stats`, which the commit script counts up and
+/// [`StoreStats`](super::StoreStats) reads back: the names are written here only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StatsField {
+    /// Blocks committed, per origin: `blocks:<origin>`.
+    Blocks(Origin),
+    /// Events added to the stream, per origin: `events:<origin>`.
+    Events(Origin),
+    /// The newest block time published (ms): `last_block_time`.
+    LastBlockTime,
+}
+
+impl StatsField {
+    /// The field's name in the hash.
+    pub(crate) fn name(self) -> String {
+        match self {
+            StatsField::Blocks(origin) => format!("blocks:{}", origin.as_str()),
+            StatsField::Events(origin) => format!("events:{}", origin.as_str()),
+            StatsField::LastBlockTime => "last_block_time".to_string(),
+        }
+    }
+
+    /// Reads a field's name back; `None` for a field no version of ours wrote.
+    pub(crate) fn parse(name: &str) -> Option<StatsField> {
+        if name == "last_block_time" {
+            return Some(StatsField::LastBlockTime);
+        }
+        let (what, origin) = name.split_once(':')?;
+        let origin = Origin::parse(origin)?;
+        match what {
+            "blocks" => Some(StatsField::Blocks(origin)),
+            "events" => Some(StatsField::Events(origin)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_value_is_the_slot_and_the_origin() {
+        let value = "backlog-3|backlog";
+        let lease = LeaseValue::parse(value);
+        assert_eq!(lease.slot, "backlog-3");
+        assert_eq!(lease.origin(), Some(Origin::Backlog));
+        assert!(lease.is_held_by(SlotId::backlog(3)));
+        assert!(!lease.is_held_by(SlotId::backlog(30)));
+        assert_eq!(lease.to_string(), value);
+        assert_eq!(LeaseValue::parse("tip|tip").origin(), Some(Origin::Tip));
+        // Written by hand: all owner, no origin.
+        let odd = LeaseValue::parse("someone");
+        assert_eq!((odd.slot, odd.origin()), ("someone", None));
+    }
+
+    #[test]
+    fn every_stats_field_reads_back_as_itself() {
+        for origin in Origin::ALL {
+            for field in [StatsField::Blocks(origin), StatsField::Events(origin)] {
+                assert_eq!(StatsField::parse(&field.name()), Some(field));
+            }
+        }
+        assert_eq!(StatsField::Blocks(Origin::Tip).name(), "blocks:tip");
+        assert_eq!(StatsField::Events(Origin::Backlog).name(), "events:backlog");
+        assert_eq!(
+            StatsField::parse("last_block_time"),
+            Some(StatsField::LastBlockTime)
+        );
+        assert_eq!(StatsField::parse("blocks:elsewhere"), None);
+        assert_eq!(StatsField::parse("other"), None);
+    }
+}
