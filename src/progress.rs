@@ -37,6 +37,7 @@ pub enum Mode {
     Bar,
     /// A log line every so often.
     Log(Duration),
+    /// Nothing.
     Off,
 }
 
@@ -59,8 +60,8 @@ impl Mode {
 /// What one look at the store says.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Figures {
-    pub head: u64,
-    pub last_synced: u64,
+    pub(crate) head: u64,
+    pub(crate) last_synced: u64,
     /// Blocks not yet published: head - last_synced plus every queued, retrying and leased block
     /// (dead letters excluded: they wait for an operator, not for time).
     pub blocks_left: u64,
