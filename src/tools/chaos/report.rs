@@ -14,7 +14,7 @@ pub struct ChaosReport {
     pub(crate) blocks: u64,
     pub(crate) events: u64,
     pub(crate) kills: u64,
-    /// Injected worker panics, counted from the daemons' logs.
+    /// Injected worker panics: the daemons' supervisor log lines with `reason_kind = "fault_hook"`.
     pub panics: u64,
     pub(crate) redis_restarts: u64,
     /// Times the daemon exited by itself (its tree gave up past the restart intensity) and the
