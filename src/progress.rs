@@ -37,7 +37,7 @@ pub enum Mode {
     Bar,
     /// A log line every so often.
     Log(Duration),
-    /// Nothing.
+    /// No progress output: not on a terminal and `log.progress_ms = 0`.
     Off,
 }
 

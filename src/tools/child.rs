@@ -77,7 +77,7 @@ impl DaemonCommand {
         self
     }
 
-    /// Starts the daemon, with its output where [`DaemonCommand::output`] said.
+    /// Starts the daemon, its output where `output` said (discarded by default).
     pub fn spawn(mut self) -> std::io::Result<DaemonChild> {
         let mut logger = None;
         match self.output {
