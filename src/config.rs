@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
-pub const ENV_PREFIX: &str = "TRON_ACTORS_";
+pub(crate) const ENV_PREFIX: &str = "TRON_ACTORS_";
 const API_KEY_PATH: &str = "node.api_key";
 
 /// `url` with its password (if any) replaced, for output: a Redis URL may carry one.
@@ -96,12 +96,13 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+    /// Whether no secret was given (an empty string counts as none).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -122,7 +123,9 @@ impl std::fmt::Debug for Secret {
 pub enum LogFormat {
     /// Human-readable on a terminal, JSON lines otherwise.
     Auto,
+    /// Human-readable, even when not on a terminal.
     Text,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
@@ -156,7 +159,7 @@ impl LogLevel {
         valid.then(|| LogLevel(text.to_string()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -181,7 +184,9 @@ impl<'de> Deserialize<'de> for LogLevel {
 /// `otel.protocol`: how traces are sent to the OTLP endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OtlpProtocol {
+    /// `grpc`, usually port 4317.
     Grpc,
+    /// `http/protobuf`, usually port 4318.
     HttpProtobuf,
 }
 
@@ -243,16 +248,27 @@ fn parse_string<'de, D: Deserializer<'de>, T>(
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[node]`: the java-tron HTTP API to follow.
     pub node: NodeConfig,
+    /// `[redis]`: where queues, leases and the stream live.
     pub redis: RedisConfig,
+    /// `[stream]`: the event stream's key and retention.
     pub stream: StreamConfig,
+    /// `[sync]`: workers, gaps, leases and head polling.
     pub sync: SyncConfig,
+    /// `[retry]`: the schedule of a failed block's retries.
     pub retry: RetryConfig,
+    /// `[supervisor]`: restart intensity.
     pub supervisor: SupervisorConfig,
+    /// `[shutdown]`: the grace for in-flight work.
     pub shutdown: ShutdownConfig,
+    /// `[log]`: format, level, progress lines.
     pub log: LogConfig,
+    /// `[metrics]`: the ops HTTP server.
     pub metrics: MetricsConfig,
+    /// `[otel]`: trace export.
     pub otel: OtelConfig,
+    /// `[faults]`: fault injection, for tests and the chaos harness.
     pub faults: FaultsConfig,
 }
 
@@ -267,6 +283,7 @@ pub struct OtelConfig {
     pub protocol: Option<OtlpProtocol>,
 }
 
+/// `[metrics]`: the server for /metrics, /healthz and /readyz.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
@@ -282,9 +299,14 @@ pub struct MetricsConfig {
 pub struct FaultsConfig {
     /// A queue worker panics after about one claimed batch in this many; 0 = never.
     pub panic_one_in: u64,
+    /// Seeds the draw, so a chaos run panics at the same places again.
     pub seed: u64,
 }
 
+/// `[node]`: the node's URL, credentials, timeouts, rate limit and retries.
+// Each key is documented, with its default, in config/default.toml (the one source of
+// defaults); a second copy here would drift.
+#[allow(missing_docs)]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
@@ -298,6 +320,10 @@ pub struct NodeConfig {
     pub max_attempts: u32,
 }
 
+/// `[redis]`: the server and the key prefix.
+// Each key is documented, with its default, in config/default.toml (the one source of
+// defaults); a second copy here would drift.
+#[allow(missing_docs)]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
@@ -305,6 +331,10 @@ pub struct RedisConfig {
     pub prefix: String,
 }
 
+/// `[stream]`: the event stream.
+// Each key is documented, with its default, in config/default.toml (the one source of
+// defaults); a second copy here would drift.
+#[allow(missing_docs)]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
@@ -314,6 +344,10 @@ pub struct StreamConfig {
     pub key: String,
 }
 
+/// `[sync]`: how work is split, leased and paced.
+// Each key is documented, with its default, in config/default.toml (the one source of
+// defaults); a second copy here would drift.
+#[allow(missing_docs)]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
@@ -331,12 +365,20 @@ pub struct SyncConfig {
     pub maintain_ms: u64,
 }
 
+/// `[retry]`: the retry schedule of a failed block.
+// Each key is documented, with its default, in config/default.toml (the one source of
+// defaults); a second copy here would drift.
+#[allow(missing_docs)]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     pub delay_scale: f64,
 }
 
+/// `[supervisor]`: how many restarts the tree takes before the process gives up.
+// Each key is documented, with its default, in config/default.toml (the one source of
+// defaults); a second copy here would drift.
+#[allow(missing_docs)]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisorConfig {
@@ -344,12 +386,17 @@ pub struct SupervisorConfig {
     pub restart_window_ms: u64,
 }
 
+/// `[shutdown]`: how long in-flight blocks may take to finish on SIGTERM.
+// Each key is documented, with its default, in config/default.toml (the one source of
+// defaults); a second copy here would drift.
+#[allow(missing_docs)]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     pub grace_ms: u64,
 }
 
+/// `[log]`: how and how much the daemon logs.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -361,17 +408,24 @@ pub struct LogConfig {
     pub progress_ms: u64,
 }
 
+/// Why a config cannot be used; the CLI exits with code 2 on any of them.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `--config` names a file that is not there.
     #[error("config file {0} does not exist (check --config)")]
     MissingFile(PathBuf),
+    /// A file or value that cannot be read at all.
     #[error("invalid config: {0}")]
     Parse(String),
+    /// Every problem found, one line each, naming the key and the fix.
     #[error("invalid config:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<String>),
+    /// `node.api_key_file` cannot be read.
     #[error("cannot read node.api_key_file {path}: {source} (check the path and its permissions)")]
     ApiKeyFile {
+        /// The file as configured.
         path: PathBuf,
+        /// Why it cannot be read.
         #[source]
         source: std::io::Error,
     },
@@ -468,7 +522,7 @@ impl Config {
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         let mut check = |ok: bool, problem: String| {
             if !ok {
@@ -637,6 +691,7 @@ impl Config {
         }
     }
 
+    /// The trace exporter's settings.
     pub fn otel_settings(&self) -> crate::telemetry::OtelSettings {
         crate::telemetry::OtelSettings {
             endpoint: self.otel.endpoint.clone(),
@@ -644,6 +699,7 @@ impl Config {
         }
     }
 
+    /// The Redis store's settings.
     pub fn store_config(&self) -> crate::store::RedisStoreConfig {
         crate::store::RedisStoreConfig {
             url: self.redis.url.clone(),

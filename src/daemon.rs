@@ -10,22 +10,30 @@ use actors::{Tree, TreeDeps, TreeHandle};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why the daemon could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The Redis store cannot be set up (a bad URL).
     #[error("redis: {0}")]
     Store(#[from] actors::store::StoreError),
+    /// The actor tree could not be started.
     #[error(transparent)]
     Tree(#[from] actors::TreeError),
+    /// Actors failed more often than `supervisor.restart_max` in `supervisor.restart_window_ms`.
     #[error("the actor tree gave up (restart intensity exceeded); see the log above")]
     GaveUp,
+    /// The ops server cannot listen on `metrics.listen`.
     #[error(transparent)]
     OpsServer(#[from] crate::ops_server::OpsServerError),
 }
 
 /// A running daemon.
 pub struct DaemonHandle {
+    /// Fault injection (`faults.*`), which tests also drive directly.
     pub hooks: Arc<FaultHooks>,
+    /// What the tree counts (blocks, restarts, ...), as /metrics shows it.
     pub stats: Arc<TreeStats>,
+    /// The store the tree writes to, for status and progress reads.
     pub store: RedisStore,
     tree: TreeHandle,
     /// How long in-flight work may take to finish on shutdown.
@@ -97,10 +105,6 @@ impl DaemonHandle {
     pub async fn wait(&mut self) -> DaemonError {
         self.tree.wait().await;
         DaemonError::GaveUp
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.tree.is_finished()
     }
 
     /// Graceful shutdown: stop claiming, let in-flight blocks finish within the grace period,

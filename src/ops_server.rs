@@ -17,13 +17,14 @@ use std::time::Duration;
 const NODE_STALE: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
-pub struct OpsState {
+pub(crate) struct OpsState {
     pub store: RedisStore,
     /// The tree's stats, which also say whether it is running.
     pub stats: Arc<TreeStats>,
-    pub extra_metrics: Vec<crate::metrics::ExtraMetrics>,
+    pub(crate) extra_metrics: Vec<crate::metrics::ExtraMetrics>,
 }
 
+/// The ops server cannot listen (port taken, address not allowed).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on metrics.listen = {addr}: {source} (choose a free port, or set it empty to run without the server)")]
 pub struct OpsServerError {
@@ -33,6 +34,7 @@ pub struct OpsServerError {
 
 /// A running server; dropping it stops it.
 pub struct OpsServer {
+    /// The address it listens on (the port resolved when `:0` was asked).
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
@@ -43,7 +45,7 @@ impl Drop for OpsServer {
     }
 }
 
-pub async fn start(
+pub(crate) async fn start(
     listen: std::net::SocketAddr,
     state: OpsState,
 ) -> Result<OpsServer, OpsServerError> {

@@ -37,6 +37,7 @@ pub enum Mode {
     Bar,
     /// A log line every so often.
     Log(Duration),
+    /// No progress output: not on a terminal and `log.progress_ms = 0`.
     Off,
 }
 
@@ -59,8 +60,8 @@ impl Mode {
 /// What one look at the store says.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Figures {
-    pub head: u64,
-    pub last_synced: u64,
+    pub(crate) head: u64,
+    pub(crate) last_synced: u64,
     /// Blocks not yet published: the lag, [`StoreSnapshot::lag_blocks`](crate::store::StoreSnapshot::lag_blocks).
     pub blocks_left: u64,
     /// Blocks published per second over the last [`RATE_WINDOW`].

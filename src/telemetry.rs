@@ -31,24 +31,27 @@ use crate::config::{LogFormat, LogLevel, OtlpProtocol};
 /// variables.
 #[derive(Clone, Debug, Default)]
 pub struct OtelSettings {
+    /// The OTLP endpoint; empty = `OTEL_EXPORTER_OTLP_ENDPOINT`, else no export.
     pub endpoint: String,
-    pub protocol: Option<OtlpProtocol>,
+    pub(crate) protocol: Option<OtlpProtocol>,
 }
 
 /// Counts of the span pipeline, for /metrics.
 #[derive(Debug, Default)]
 pub struct TraceStats {
-    pub spans_exported: AtomicU64,
-    pub export_failures: AtomicU64,
+    pub(crate) spans_exported: AtomicU64,
+    pub(crate) export_failures: AtomicU64,
 }
 
 /// Keeps the tracer provider; `shutdown` flushes queued spans.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Spans exported and failed, for /metrics.
     pub stats: Arc<TraceStats>,
 }
 
 impl Telemetry {
+    /// Whether spans are exported (an endpoint was configured or found in the environment).
     pub fn tracing_enabled(&self) -> bool {
         self.provider.is_some()
     }
@@ -64,12 +67,16 @@ impl Telemetry {
     }
 }
 
+/// Why logging or trace export cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
+    /// An OTLP protocol other than `grpc` or `http/protobuf`.
     #[error("otel protocol {0:?} is not supported: use grpc or http/protobuf")]
     Protocol(String),
+    /// The exporter refused its settings.
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// The HTTP exporter's builder, run on a thread of its own, panicked instead of answering.
     #[error("cannot build the OTLP exporter: the exporter builder panicked")]
     ExporterPanicked,
 }

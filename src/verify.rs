@@ -55,10 +55,14 @@ impl VerifyOptions {
     }
 }
 
+/// Why an audit could not run (a stream that differs is a report, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    /// Reading the stream failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// `--from` is above `--to`.
+    #[allow(missing_docs)]
     #[error("--from {from} is above --to {to}")]
     BadRange { from: u64, to: u64 },
 }
@@ -66,7 +70,7 @@ pub enum VerifyError {
 /// What is wrong with one block.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct BlockProblem {
-    pub block: u64,
+    pub(crate) block: u64,
     /// uids the block must yield that the stream lacks.
     pub missing: Vec<String>,
     /// uids present more than once.
@@ -77,26 +81,28 @@ pub struct BlockProblem {
     pub unverifiable: Option<String>,
 }
 
+/// What the audit of a block range found: counts, and the first blocks that differ.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct VerifyReport {
-    pub from: u64,
-    pub to: u64,
-    pub blocks: u64,
-    pub expected_events: u64,
-    pub stream_events: u64,
-    pub missing: u64,
-    pub duplicated: u64,
-    pub unexpected: u64,
-    pub unverifiable_blocks: u64,
+    pub(crate) from: u64,
+    pub(crate) to: u64,
+    pub(crate) blocks: u64,
+    pub(crate) expected_events: u64,
+    pub(crate) stream_events: u64,
+    pub(crate) missing: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) unexpected: u64,
+    pub(crate) unverifiable_blocks: u64,
     /// Blocks asked for more than once: the node failed to give them at the first attempt
     /// (whether a retry got them or not).
     pub retried_blocks: u64,
     /// Attempts after the first, over all blocks.
     pub retries: u64,
-    pub problems: Vec<BlockProblem>,
+    pub(crate) problems: Vec<BlockProblem>,
 }
 
 impl VerifyReport {
+    /// Every expected event is in the stream once and nothing else is: the CLI exits 0 only then.
     pub fn is_exact(&self) -> bool {
         self.missing == 0
             && self.duplicated == 0

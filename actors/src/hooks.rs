@@ -1,6 +1,9 @@
 //! Faults the tree can be told to inject, to prove that it recovers.
 
+use crate::slot::SlotId;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// Faults tests switch on to prove recovery; all off in production (the `[faults]` config
 /// section is for tests and the chaos harness).
@@ -12,6 +15,9 @@ pub struct FaultHooks {
     panic_one_in: AtomicU64,
     /// State of the generator drawing those panics.
     draws: AtomicU64,
+    /// Slots whose worker is panicking on purpose, until their supervisor takes note: it logs
+    /// the restart as `reason_kind = "fault_hook"`, which the chaos harness counts.
+    injected: Mutex<HashSet<SlotId>>,
 }
 
 impl FaultHooks {
@@ -28,8 +34,9 @@ impl FaultHooks {
         self.panic_after_claiming.store(block, Ordering::SeqCst);
     }
 
-    /// True (once) when `claimed` holds the armed block, or when the random draw says so.
-    pub(crate) fn should_panic_after_claim(&self, claimed: &[u64]) -> bool {
+    /// True (once) when `claimed` holds the armed block, or when the random draw says so; the
+    /// worker of `slot` must then panic, and [`FaultHooks::take_injected_panic`] says so once.
+    pub(crate) fn should_panic_after_claim(&self, slot: SlotId, claimed: &[u64]) -> bool {
         let armed = self.panic_after_claiming.load(Ordering::SeqCst);
         let hit_armed = armed != 0
             && claimed.contains(&armed)
@@ -38,7 +45,21 @@ impl FaultHooks {
                 .compare_exchange(armed, 0, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok();
         let one_in = self.panic_one_in.load(Ordering::Relaxed);
-        hit_armed || (one_in > 0 && self.draw() % one_in == 0)
+        let panic = hit_armed || (one_in > 0 && self.draw() % one_in == 0);
+        if panic {
+            self.injected_slots().insert(slot);
+        }
+        panic
+    }
+
+    /// Whether the worker of `slot` stopped on a panic these hooks asked for (once per panic).
+    pub(crate) fn take_injected_panic(&self, slot: SlotId) -> bool {
+        self.injected_slots().remove(&slot)
+    }
+
+    /// A set of slots stays usable even if a holder panicked: nothing panics while holding it.
+    fn injected_slots(&self) -> std::sync::MutexGuard<'_, HashSet<SlotId>> {
+        self.injected.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// SplitMix64 ([`crate::rng`]) over an atomic state: reproducible for a seed, and workers
@@ -49,5 +70,21 @@ impl FaultHooks {
             .fetch_add(crate::rng::GOLDEN, Ordering::Relaxed)
             .wrapping_add(crate::rng::GOLDEN);
         crate::rng::mix64(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_injected_panic_is_reported_once_for_its_slot_only() {
+        let hooks = FaultHooks::default();
+        hooks.panic_once_after_claiming(7);
+        assert!(!hooks.should_panic_after_claim(SlotId::backlog(1), &[5, 6]));
+        assert!(hooks.should_panic_after_claim(SlotId::backlog(2), &[6, 7]));
+        assert!(!hooks.take_injected_panic(SlotId::backlog(1)));
+        assert!(hooks.take_injected_panic(SlotId::backlog(2)));
+        assert!(!hooks.take_injected_panic(SlotId::backlog(2)));
     }
 }

@@ -77,7 +77,11 @@ impl QueueWorker {
             return Ok(0);
         }
         let numbers: Vec<u64> = batch.iter().map(|(n, _)| *n).collect();
-        if self.services.hooks.should_panic_after_claim(&numbers) {
+        if self
+            .services
+            .hooks
+            .should_panic_after_claim(self.slot, &numbers)
+        {
             panic!(
                 "fault hook: {} panics after claiming {numbers:?}",
                 self.slot

@@ -146,6 +146,11 @@ impl Supervisor {
             return Ok(());
         }
         let name = child.to_string();
+        // Structured, so that the chaos harness counts injected panics without reading the text.
+        let reason_kind = match child {
+            Child::Worker(slot) if self.services.hooks.take_injected_panic(slot) => "fault_hook",
+            _ => "failure",
+        };
         self.services.stats.restarts.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut by_slot) = self.services.stats.restarts_by_slot.lock() {
             *by_slot.entry(name.clone()).or_default() += 1;
@@ -154,6 +159,7 @@ impl Supervisor {
             let settings = &self.services.settings;
             tracing::error!(
                 slot = %name,
+                reason_kind,
                 max = settings.restart_max,
                 window_s = settings.restart_window.as_secs(),
                 "Restart intensity exceeded, giving up"
@@ -164,7 +170,12 @@ impl Supervisor {
             )
             .into());
         }
-        tracing::warn!(slot = %name, reason = %why, "Actor stopped unexpectedly, restarting it");
+        tracing::warn!(
+            slot = %name,
+            reason = %why,
+            reason_kind,
+            "Actor stopped unexpectedly, restarting it"
+        );
         let cell = spawn_child(&self.services, child, myself.get_cell()).await?;
         state.children.insert(cell.get_id(), child);
         Ok(())

@@ -164,6 +164,8 @@ pub fn wall_clock_ms() -> u64 {
 }
 
 impl SimChain {
+    /// A chain whose head is `start_block + history - 1` now and moves on every
+    /// `block_interval_ms`; settings it cannot honour are refused.
     pub fn new(params: SimParams) -> Result<Self, SimError> {
         params.validate()?;
         let interval = params.block_interval_ms;
@@ -192,6 +194,7 @@ impl SimChain {
         })
     }
 
+    /// The settings it was made with (the harnesses read the first block and the pace from them).
     pub fn params(&self) -> &SimParams {
         &self.params
     }
@@ -199,10 +202,6 @@ impl SimChain {
     /// Timestamp of `start_block`, in ms.
     pub fn genesis_ms(&self) -> u64 {
         self.genesis_ms
-    }
-
-    pub fn address_book(&self) -> &AddressBook {
-        &self.book
     }
 
     /// The newest block that exists now.

@@ -20,12 +20,12 @@ pub mod server;
 
 /// Domains keep the PRNG streams of different purposes apart even for equal numbers.
 pub(crate) mod domain {
-    pub const ADDRESSES: u64 = 1;
-    pub const HEADER: u64 = 2;
-    pub const TXS: u64 = 3;
-    pub const TX_ID: u64 = 4;
-    pub const FORK: u64 = 5;
-    pub const FAULTS: u64 = 6;
+    pub(crate) const ADDRESSES: u64 = 1;
+    pub(crate) const HEADER: u64 = 2;
+    pub(crate) const TXS: u64 = 3;
+    pub(crate) const TX_ID: u64 = 4;
+    pub(crate) const FORK: u64 = 5;
+    pub(crate) const FAULTS: u64 = 6;
 }
 
 #[cfg(test)]
@@ -38,14 +38,19 @@ pub use server::{serve_forever, serve_until, spawn, SimHandle};
 /// Why the simulated node cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// The settings contradict each other or are out of range.
     #[error("invalid simulator settings: {0}")]
     InvalidParams(String),
+    /// The listen address is taken or not allowed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: std::net::SocketAddr,
+        /// Why the bind failed.
         #[source]
         source: std::io::Error,
     },
+    /// The server stopped on an I/O error.
     #[error("simulated node server failed: {0}")]
     Serve(#[source] std::io::Error),
 }

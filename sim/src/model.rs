@@ -129,7 +129,9 @@ fn random_address(r: &mut Rng) -> [u8; 21] {
 /// (2^256 - 1) wallets love, which does not fit in any machine integer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Uint256 {
+    /// Any amount the generator draws.
     Small(u128),
+    /// 2^256 - 1.
     Max,
 }
 
@@ -137,7 +139,7 @@ const U256_MAX_DECIMAL: &str =
     "115792089237316195423570985008687907853269984665640564039457584007913129639935";
 
 impl Uint256 {
-    pub fn to_be_bytes(self) -> [u8; 32] {
+    pub(crate) fn to_be_bytes(self) -> [u8; 32] {
         match self {
             Uint256::Small(v) => {
                 let mut out = [0u8; 32];
@@ -148,7 +150,7 @@ impl Uint256 {
         }
     }
 
-    pub fn to_decimal(self) -> String {
+    pub(crate) fn to_decimal(self) -> String {
         match self {
             Uint256::Small(v) => v.to_string(),
             Uint256::Max => U256_MAX_DECIMAL.to_string(),
@@ -159,27 +161,33 @@ impl Uint256 {
 /// One block of the simulated chain.
 #[derive(Clone, Debug)]
 pub struct SimBlock {
-    pub number: u64,
+    pub(crate) number: u64,
     /// 0 for the canonical block; 1 for the block a fork later replaces.
     pub version: u32,
-    pub id: [u8; 32],
-    pub parent_id: [u8; 32],
-    pub timestamp_ms: u64,
-    pub witness: AddrId,
+    pub(crate) id: [u8; 32],
+    pub(crate) parent_id: [u8; 32],
+    pub(crate) timestamp_ms: u64,
+    pub(crate) witness: AddrId,
     /// Seeds the header fields no event depends on (trie root, signature).
     pub(crate) cosmetic: u64,
+    /// In block order.
     pub txs: Vec<SimTx>,
 }
 
+/// One transaction of a [`SimBlock`]: its id and what it is.
 #[derive(Clone, Debug)]
 pub struct SimTx {
-    pub id: [u8; 32],
+    pub(crate) id: [u8; 32],
+    /// What the node shows and the decoder must turn into events.
     pub kind: TxKind,
     /// Seeds the fields no event depends on (fees, signature, raw_data_hex, ...).
     pub(crate) cosmetic: u64,
 }
 
 /// What a transaction is.
+// The variants' fields are the contract's own parameters under their ABI names (from, to,
+// value, ...); a doc line each would only repeat the name.
+#[allow(missing_docs)]
 #[derive(Clone, Debug)]
 pub enum TxKind {
     /// `TransferContract`.
@@ -240,14 +248,17 @@ pub enum TxKind {
     System(SystemTx),
 }
 
+/// Why a failed call failed, as the node's `contractRet` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailReason {
+    /// `REVERT`: the contract refused.
     Revert,
+    /// `OUT_OF_ENERGY`: the call ran out of its energy budget.
     OutOfEnergy,
 }
 
 impl FailReason {
-    pub fn contract_ret(self) -> &'static str {
+    pub(crate) fn contract_ret(self) -> &'static str {
         match self {
             FailReason::Revert => "REVERT",
             FailReason::OutOfEnergy => "OUT_OF_ENERGY",
@@ -255,22 +266,29 @@ impl FailReason {
     }
 }
 
+/// A system contract: staking, voting, delegation, account creation; no transfer event.
+// The fields are the contract's parameters under their protobuf names.
+#[allow(missing_docs)]
 #[derive(Clone, Debug)]
 pub enum SystemTx {
+    /// `FreezeBalanceV2Contract`: stake TRX for energy or bandwidth.
     FreezeV2 {
         owner: AddrId,
         amount: u64,
         energy: bool,
     },
+    /// `UnfreezeBalanceV2Contract`: start unstaking.
     UnfreezeV2 {
         owner: AddrId,
         amount: u64,
         energy: bool,
     },
+    /// `VoteWitnessContract`: votes for block producers.
     Vote {
         owner: AddrId,
         votes: Vec<(AddrId, u64)>,
     },
+    /// `DelegateResourceContract`: lend staked resources to another account.
     Delegate {
         owner: AddrId,
         receiver: AddrId,
@@ -278,18 +296,14 @@ pub enum SystemTx {
         energy: bool,
         lock: bool,
     },
-    WithdrawExpireUnfreeze {
-        owner: AddrId,
-        amount: u64,
-    },
-    AccountCreate {
-        owner: AddrId,
-        account: AddrId,
-    },
+    /// `WithdrawExpireUnfreezeContract`: take back what finished unstaking.
+    WithdrawExpireUnfreeze { owner: AddrId, amount: u64 },
+    /// `AccountCreateContract`: activate a new account.
+    AccountCreate { owner: AddrId, account: AddrId },
 }
 
 impl SystemTx {
-    pub fn contract_type(&self) -> &'static str {
+    pub(crate) fn contract_type(&self) -> &'static str {
         match self {
             SystemTx::FreezeV2 { .. } => "FreezeBalanceV2Contract",
             SystemTx::UnfreezeV2 { .. } => "UnfreezeBalanceV2Contract",
@@ -302,14 +316,18 @@ impl SystemTx {
 }
 
 /// One log of a contract call.
+// The fields are the log's topics and data under their ABI names.
+#[allow(missing_docs)]
 #[derive(Clone, Debug)]
 pub enum SimLog {
+    /// A TRC-20 `Transfer(from, to, value)`.
     Trc20Transfer {
         token: AddrId,
         from: AddrId,
         to: AddrId,
         value: Uint256,
     },
+    /// An `Approval(owner, spender, value)`.
     Approval {
         token: AddrId,
         owner: AddrId,
@@ -328,17 +346,18 @@ pub enum SimLog {
 /// One entry of `internal_transactions`.
 #[derive(Clone, Debug)]
 pub struct SimInternal {
-    pub hash: [u8; 32],
-    pub caller: AddrId,
-    pub to: AddrId,
+    pub(crate) hash: [u8; 32],
+    pub(crate) caller: AddrId,
+    pub(crate) to: AddrId,
     /// `callValueInfo`: an amount of 0 is printed as `{}`, as the node does.
     pub values: Vec<CallValue>,
-    pub rejected: bool,
+    pub(crate) rejected: bool,
 }
 
+/// One amount an internal transaction moves: TRX or a TRC-10 token.
 #[derive(Clone, Copy, Debug)]
 pub struct CallValue {
-    pub amount: u64,
+    pub(crate) amount: u64,
     /// The TRC-10 token id; `None` for TRX.
     pub token: Option<&'static str>,
 }
@@ -383,10 +402,6 @@ impl TxKind {
             } => "failed_out_of_energy",
             TxKind::System(s) => s.contract_type(),
         }
-    }
-
-    pub fn is_failed(&self) -> bool {
-        matches!(self, TxKind::Failed { .. })
     }
 }
 

@@ -21,7 +21,9 @@ pub enum DaemonOutput {
     /// stderr, line by line as it is written, into this file (unbuffered, so that the log is
     /// complete even when the child is SIGKILLed); each line is shown to `watch` first.
     Lines {
+        /// The log file.
         path: PathBuf,
+        /// Sees every line before it is written.
         watch: Box<dyn Fn(&str) + Send>,
     },
 }
@@ -43,11 +45,13 @@ impl DaemonCommand {
         }
     }
 
+    /// Sets one environment variable (a `TRON_ACTORS_*` config key, usually).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.command.env(key, value);
         self
     }
 
+    /// Sets several environment variables.
     pub fn envs<K: AsRef<OsStr>, V: AsRef<OsStr>>(
         mut self,
         vars: impl IntoIterator<Item = (K, V)>,
@@ -68,11 +72,12 @@ impl DaemonCommand {
         self
     }
 
-    pub fn output(mut self, output: DaemonOutput) -> Self {
+    pub(crate) fn output(mut self, output: DaemonOutput) -> Self {
         self.output = output;
         self
     }
 
+    /// Starts the daemon, its output where `output` said (discarded by default).
     pub fn spawn(mut self) -> std::io::Result<DaemonChild> {
         let mut logger = None;
         match self.output {
@@ -122,7 +127,7 @@ pub struct DaemonChild {
 }
 
 impl DaemonChild {
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 

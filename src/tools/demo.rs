@@ -13,18 +13,24 @@ use tron_sim::{SimFaults, SimHandle, SimParams};
 /// The demo writes under its own prefix so it never touches a real deployment's keys.
 pub const DEMO_PREFIX: &str = "{tron-demo}";
 
+/// Why `tron-actors demo` could not set up its node and Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
+    /// The simulated node did not start.
     #[error("simulated node: {0}")]
     Sim(#[from] tron_sim::SimError),
+    /// The private redis-server did not start.
     #[error("{0}")]
     Redis(#[from] LocalRedisError),
+    /// The store for progress reads cannot be set up.
     #[error("redis: {0}")]
     Store(#[from] actors::store::StoreError),
+    /// No directory for the private redis-server's files.
     #[error("cannot create a directory for the private redis-server: {0}")]
     TempDir(std::io::Error),
 }
 
+/// The demo's simulated node and Redis, running until [`Demo::finish`].
 pub struct Demo {
     sim: SimHandle,
     redis: Option<(LocalRedis, std::path::PathBuf)>,
@@ -119,6 +125,7 @@ impl Demo {
         }
     }
 
+    /// Stops the node and the private redis-server and removes its files.
     pub async fn finish(self) {
         let _ = self.sim.shutdown().await;
         if let Some((mut redis, dir)) = self.redis {

@@ -6,12 +6,17 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
+/// Why a private redis-server is not available.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalRedisError {
+    /// No `redis-server` on PATH.
     #[error("redis-server is not on PATH; install it (Debian/Ubuntu: apt-get install redis-server, macOS: brew install redis) or point redis.url at a running Redis")]
     NotInstalled,
+    /// The process could not be started.
     #[error("could not start redis-server: {0}")]
     Start(String),
+    /// It started but did not answer PING on `port` within `waited`.
+    #[allow(missing_docs)]
     #[error("redis-server on port {port} did not answer within {waited:?}")]
     NotReady { port: u16, waited: Duration },
 }
@@ -36,6 +41,8 @@ pub enum Persistence {
     AofAlways,
 }
 
+/// A private redis-server child process on 127.0.0.1, its files in the directory it was given;
+/// killed when dropped.
 pub struct LocalRedis {
     port: u16,
     dir: PathBuf,
@@ -142,10 +149,7 @@ impl LocalRedis {
         self.child.as_ref().and_then(|child| child.id())
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
+    /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

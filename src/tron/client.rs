@@ -74,6 +74,7 @@ impl fmt::Debug for TronClient {
 }
 
 impl TronClient {
+    /// A client for one node; settings it cannot use (URL, API key, TLS) are refused.
     pub fn new(config: TronClientConfig) -> Result<Self, ClientBuildError> {
         let url = reqwest::Url::parse(&config.url)
             .map_err(|_| ClientBuildError::Url(config.url.clone()))?;
@@ -113,11 +114,13 @@ impl TronClient {
         })
     }
 
+    /// What it counted: requests by endpoint, errors by kind, penalties, latency.
     pub fn stats(&self) -> &ClientStats {
         &self.inner.stats
     }
 
-    pub fn config(&self) -> &TronClientConfig {
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &TronClientConfig {
         &self.inner.config
     }
 

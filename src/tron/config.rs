@@ -64,13 +64,17 @@ impl fmt::Debug for TronClientConfig {
     }
 }
 
+/// Why a node client cannot be built from its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
+    /// The URL is not http(s).
     #[error("invalid node URL {0:?}: expected http:// or https://")]
     Url(String),
     // Deliberately without the key itself.
+    /// The API key has characters an HTTP header cannot carry.
     #[error("the API key is not a valid HTTP header value")]
     ApiKey,
+    /// The HTTP client (TLS setup) cannot be built.
     #[error("cannot build the HTTP client: {}", .0.with_causes())]
     Http(#[source] ErrorSource),
 }

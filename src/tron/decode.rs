@@ -180,15 +180,16 @@ pub struct RawBlock {
 }
 
 impl RawBlock {
-    pub fn header(&self) -> &BlockHeader {
+    pub(crate) fn header(&self) -> &BlockHeader {
         &self.header
     }
 
-    pub fn number(&self) -> u64 {
+    pub(crate) fn number(&self) -> u64 {
         self.header.number
     }
 
-    pub fn transaction_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn transaction_count(&self) -> usize {
         self.transactions.len()
     }
 }

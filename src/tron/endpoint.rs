@@ -3,21 +3,25 @@
 /// The node endpoints the client uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `/wallet/getnowblock`: the head.
     NowBlock,
+    /// `/wallet/getblockbynum`: one block with its transactions.
     BlockByNum,
+    /// `/wallet/gettransactioninfobyblocknum`: a block's receipts and logs.
     TransactionInfoByBlockNum,
+    /// `/wallet/getblockbylimitnext`: a range of blocks.
     BlockByLimitNext,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [
+    pub(crate) const ALL: [Endpoint; 4] = [
         Endpoint::NowBlock,
         Endpoint::BlockByNum,
         Endpoint::TransactionInfoByBlockNum,
         Endpoint::BlockByLimitNext,
     ];
 
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Endpoint::NowBlock => "/wallet/getnowblock",
             Endpoint::BlockByNum => "/wallet/getblockbynum",

@@ -19,7 +19,7 @@ use actors::chain::Lane;
 use tokio::time::{sleep_until, Instant};
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     /// Time between two requests; `None` when unlimited.
     interval: Option<Duration>,
     /// How far ahead of the pace a burst may run: `(burst - 1) * interval`.
@@ -38,7 +38,7 @@ struct State {
 
 impl RateLimiter {
     /// `rps` <= 0 (or not finite) means no pacing; the penalty gate still applies.
-    pub fn new(rps: f64, burst: u32) -> Self {
+    pub(crate) fn new(rps: f64, burst: u32) -> Self {
         let interval = (rps.is_finite() && rps > 0.0).then(|| Duration::from_secs_f64(1.0 / rps));
         let tolerance = interval.map_or(Duration::ZERO, |i| i * burst.max(1).saturating_sub(1));
         RateLimiter {
@@ -60,7 +60,7 @@ impl RateLimiter {
     }
 
     /// Waits until this caller may send one request.
-    pub async fn acquire(&self, lane: Lane) {
+    pub(crate) async fn acquire(&self, lane: Lane) {
         if lane == Lane::Backlog && (self.interval.is_some() || self.in_penalty()) {
             // Fair (FIFO): backlog callers take turns in the order they came.
             let _turn = self.backlog_turn.lock().await;
@@ -102,7 +102,7 @@ impl RateLimiter {
     }
 
     /// Holds every caller for `duration` from now (or longer, if a penalty already runs longer).
-    pub fn penalize(&self, duration: Duration) {
+    pub(crate) fn penalize(&self, duration: Duration) {
         let mut state = self.lock();
         let until = Instant::now() + duration;
         let until = state.penalty_until.map_or(until, |p| p.max(until));
@@ -113,7 +113,7 @@ impl RateLimiter {
     }
 
     /// When the current penalty ends, if one runs.
-    pub fn penalty_until(&self) -> Option<Instant> {
+    pub(crate) fn penalty_until(&self) -> Option<Instant> {
         let state = self.lock();
         state.penalty_until.filter(|until| *until > Instant::now())
     }

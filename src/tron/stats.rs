@@ -32,25 +32,21 @@ pub struct StatsSnapshot {
     pub requests: Vec<(&'static str, u64)>,
     /// Errors by [`ChainError::kind`].
     pub errors: Vec<(&'static str, u64)>,
+    /// Attempts that were retried (transport errors, timeouts, 5xx).
     pub retries: u64,
     /// Rate-limit answers that started or extended a penalty.
     pub penalties: u64,
+    /// Head reads answered from the short-lived head cache.
     pub head_cache_hits: u64,
     /// Sum and count of attempt latencies (completed or failed), for an average.
     pub latency_sum: Duration,
+    /// Attempts summed in `latency_sum`.
     pub latency_count: u64,
 }
 
 impl ClientStats {
-    pub fn requests(&self, endpoint: Endpoint) -> u64 {
+    pub(crate) fn requests(&self, endpoint: Endpoint) -> u64 {
         self.requests[endpoint.index()].load(Ordering::Relaxed)
-    }
-
-    pub fn total_requests(&self) -> u64 {
-        self.requests
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
     }
 
     /// Errors of one kind.
@@ -58,6 +54,7 @@ impl ClientStats {
         self.errors[kind as usize].load(Ordering::Relaxed)
     }
 
+    /// A copy of every counter, for a report.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             requests: Endpoint::ALL

@@ -1,6 +1,9 @@
 //! The shared test kit: a private redis-server per test, the simulated node, stream readers and a
 //! wait-until helper.
 #![allow(dead_code, clippy::unwrap_used)]
+// Each test file is its own crate that includes this kit as a private module: `pub` here means
+// "for the test files", which rustc cannot see and reports as unreachable.
+#![allow(unreachable_pub)]
 
 pub mod cli;
 

@@ -113,36 +113,58 @@ impl BenchOptions {
     }
 }
 
+/// Why a benchmark run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
+    /// The options contradict each other.
     #[error("{0}")]
     Options(String),
+    /// The private redis-server did not start.
     #[error("{0}")]
     Redis(#[from] LocalRedisError),
+    /// A direct Redis read (memory, stream length) failed.
     #[error("redis: {0}")]
     RedisCommand(#[from] redis::RedisError),
+    /// The store failed during a measurement.
     #[error("store: {0}")]
     Store(#[from] actors::store::StoreError),
+    /// The simulated node did not start.
     #[error("simulated node: {0}")]
     Sim(#[from] tron_sim::SimError),
+    /// The node client failed during a measurement.
     #[error("node: {0}")]
     Chain(#[from] actors::chain::ChainError),
+    /// The node client cannot be built.
     #[error("node client: {0}")]
     Client(String),
+    /// The daemon binary cannot be started.
     #[error("cannot run the daemon {exe}: {source}")]
     Daemon {
+        /// The binary tried.
         exe: String,
+        /// Why it cannot be started.
         #[source]
         source: std::io::Error,
     },
+    /// A phase made no progress within its limit.
     #[error("{what} did not finish within {limit:?} (daemon log: {log})")]
     Stalled {
+        /// The phase.
         what: String,
+        /// How long it was given.
         limit: Duration,
+        /// The daemon's log file, to read why.
         log: String,
     },
+    /// The daemon exited before the drain finished.
     #[error("the daemon exited early with {status} (log: {log})")]
-    DaemonExited { status: String, log: String },
+    DaemonExited {
+        /// Its exit status.
+        status: String,
+        /// Its log file, to read why.
+        log: String,
+    },
+    /// A temporary directory or a log file cannot be made or read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -7,16 +7,16 @@ use std::fmt::Write as _;
 /// A rate over a measured stretch.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Rate {
-    pub blocks: u64,
-    pub events: u64,
-    pub seconds: f64,
+    pub(crate) blocks: u64,
+    pub(crate) events: u64,
+    pub(crate) seconds: f64,
 }
 
 impl Rate {
-    pub fn bps(&self) -> f64 {
+    pub(crate) fn bps(&self) -> f64 {
         per_second(self.blocks, self.seconds)
     }
-    pub fn eps(&self) -> f64 {
+    pub(crate) fn eps(&self) -> f64 {
         per_second(self.events, self.seconds)
     }
 }
@@ -32,10 +32,10 @@ pub(super) fn per_second(count: u64, seconds: f64) -> f64 {
 /// Quantiles of a set of latencies, in ms.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Latency {
-    pub samples: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
+    pub(crate) samples: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
 impl Latency {
@@ -58,11 +58,12 @@ impl Latency {
     }
 }
 
+/// What `tron-actors bench` measured: each stage alone, then the daemon draining a backlog.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct BenchReport {
-    pub txs_per_block: u32,
-    pub block_interval_ms: u64,
-    pub node_rps: Option<u32>,
+    pub(crate) txs_per_block: u32,
+    pub(crate) block_interval_ms: u64,
+    pub(crate) node_rps: Option<u32>,
     /// The node serving bodies in ranges and infos per block, answers discarded.
     pub serve_alone: Rate,
     /// Decoding node JSON into events, one core.
@@ -71,34 +72,35 @@ pub struct BenchReport {
     pub commit_alone_serial: Rate,
     /// The same with several commits in flight: what Redis can absorb.
     pub commit_alone_parallel: Rate,
-    pub drain: Rate,
+    pub(crate) drain: Rate,
     /// Blocks that arrived at the head during the drain and went through the tip or priority.
     pub head_blocks_during_drain: u64,
-    pub requests_during_drain: u64,
-    pub requests_by_endpoint: BTreeMap<String, u64>,
-    pub node_429: u64,
-    pub head_while_draining: Latency,
-    pub head_in_sync: Latency,
-    pub head_polls_per_sec: f64,
-    pub rss_peak_mb: f64,
-    pub stream_entries: u64,
-    pub stream_bytes: u64,
-    pub redis_used_memory_delta: u64,
-    pub naive: Option<Rate>,
+    pub(crate) requests_during_drain: u64,
+    pub(crate) requests_by_endpoint: BTreeMap<String, u64>,
+    pub(crate) node_429: u64,
+    pub(crate) head_while_draining: Latency,
+    pub(crate) head_in_sync: Latency,
+    pub(crate) head_polls_per_sec: f64,
+    pub(crate) rss_peak_mb: f64,
+    pub(crate) stream_entries: u64,
+    pub(crate) stream_bytes: u64,
+    pub(crate) redis_used_memory_delta: u64,
+    pub(crate) naive: Option<Rate>,
     /// CPU seconds used during the drain by the daemon, redis-server, and this process (the
     /// simulated node and the bench's own polling).
     pub drain_cpu: CpuUse,
 }
 
+/// CPU seconds by process.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CpuUse {
-    pub daemon_s: f64,
-    pub redis_s: f64,
-    pub node_s: f64,
+    pub(crate) daemon_s: f64,
+    pub(crate) redis_s: f64,
+    pub(crate) node_s: f64,
 }
 
 impl BenchReport {
-    pub fn ceiling_eps(&self) -> f64 {
+    pub(crate) fn ceiling_eps(&self) -> f64 {
         let commit = self
             .commit_alone_serial
             .eps()
@@ -106,7 +108,7 @@ impl BenchReport {
         commit.min(self.serve_alone.eps())
     }
 
-    pub fn ratio(&self) -> f64 {
+    pub(crate) fn ratio(&self) -> f64 {
         let ceiling = self.ceiling_eps();
         if ceiling > 0.0 {
             self.drain.eps() / ceiling
@@ -115,12 +117,12 @@ impl BenchReport {
         }
     }
 
-    pub fn req_per_block(&self) -> f64 {
+    pub(crate) fn req_per_block(&self) -> f64 {
         let blocks = self.drain.blocks + self.head_blocks_during_drain;
         self.requests_during_drain as f64 / blocks.max(1) as f64
     }
 
-    pub fn redis_bytes_per_event(&self) -> f64 {
+    pub(crate) fn redis_bytes_per_event(&self) -> f64 {
         self.stream_bytes as f64 / self.stream_entries.max(1) as f64
     }
 

@@ -388,10 +388,24 @@ pub(super) fn daemon_env(
 }
 
 /// A supervisor log line about an actor that stopped on an injected panic (restarted, or the
-/// last straw past the restart intensity).
+/// last straw past the restart intensity): a JSON log event whose `reason_kind` field, set by
+/// the supervisor from the fault hooks, is `fault_hook`. The message and the panic's text are
+/// not read, so rewording them cannot break the count.
+///
+/// The event is the first JSON object on the line, not the whole line: a panic's backtrace is
+/// written to the same stderr in pieces, so a piece of it can precede or follow the event.
 pub(super) fn is_injected_panic(line: &str) -> bool {
-    line.contains("fault hook")
-        && (line.contains("restarting it") || line.contains("Restart intensity exceeded"))
+    #[derive(serde::Deserialize)]
+    struct LogEvent {
+        reason_kind: Option<String>,
+    }
+    let first_event = line.match_indices("{\"").find_map(|(start, _)| {
+        serde_json::Deserializer::from_str(&line[start..])
+            .into_iter::<LogEvent>()
+            .next()?
+            .ok()
+    });
+    first_event.is_some_and(|event| event.reason_kind.as_deref() == Some("fault_hook"))
 }
 
 /// Blocks of `from..=to` whose done bit is set, from one GETRANGE of the bitmap.
@@ -441,14 +455,25 @@ mod tests {
 
     #[test]
     fn only_supervisor_lines_about_injected_panics_count() {
+        let restarted = r#"{"timestamp":"2026-11-23T17:40:28.328258Z","level":"WARN","message":"Actor stopped unexpectedly, restarting it","slot":"backlog-2","reason":"fault hook: backlog-2 panics after claiming [7]","reason_kind":"fault_hook","target":"actors::supervisor"}"#;
+        assert!(is_injected_panic(restarted));
         assert!(is_injected_panic(
-            r#"{"level":"WARN","fields":{"message":"Actor stopped unexpectedly, restarting it","reason":"fault hook: backlog-3 panics after claiming [1]"}}"#
+            r#"{"level":"ERROR","message":"Restart intensity exceeded, giving up","slot":"priority","reason_kind":"fault_hook","max":20,"window_s":60}"#
         ));
+        // A piece of a backtrace written in between, before or after the event.
+        assert!(is_injected_panic(&format!(
+            "  37: tokio::runtime::task::harness::Harness<T,S>{restarted}::poll_inner"
+        )));
+        // The panic's own text, as the panic hook prints it, is not a supervisor line.
         assert!(!is_injected_panic(
             "fault hook: backlog-3 panics after claiming [1]"
         ));
         assert!(!is_injected_panic(
-            r#"{"fields":{"message":"Actor stopped unexpectedly, restarting it","reason":"redis down"}}"#
+            r#"{"level":"WARN","message":"Actor stopped unexpectedly, restarting it","reason":"redis down","reason_kind":"failure"}"#
+        ));
+        // Nor is a line that only mentions the value in its text.
+        assert!(!is_injected_panic(
+            r#"{"level":"INFO","message":"reason_kind fault_hook"}"#
         ));
     }
 }

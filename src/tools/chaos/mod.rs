@@ -117,31 +117,46 @@ impl Default for ChaosOptions {
     }
 }
 
+/// Why a chaos run failed (a run that finishes with a wrong stream is a report, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
+    /// The options contradict each other.
     #[error("invalid options: {0}")]
     Options(String),
+    /// The simulated node did not start.
     #[error("simulated node: {0}")]
     Sim(#[from] tron_sim::SimError),
+    /// The private redis-server did not (re)start.
     #[error("{0}")]
     Redis(#[from] LocalRedisError),
+    /// Reading progress from the store failed.
     #[error("redis: {0}")]
     Store(#[from] actors::store::StoreError),
+    /// The final audit could not run.
     #[error("verify: {0}")]
     Verify(#[from] VerifyError),
+    /// A file, directory or child process operation failed.
     #[error("{what}: {source}")]
     Io {
+        /// What was being done.
         what: String,
+        /// Why it failed.
         #[source]
         source: std::io::Error,
     },
+    /// The node client for the audit cannot be built.
     #[error("node client for verify: {0}")]
     Client(String),
+    /// The run did not finish within `--duration-cap`.
     #[error("not finished after {cap_s} s: {done} of {total} blocks done; logs in {dir}")]
     TimedOut {
+        /// The cap, in seconds.
         cap_s: u64,
+        /// Blocks of the range done by then.
         done: u64,
+        /// Blocks in the range.
         total: u64,
+        /// The run's directory (daemon logs, Redis AOF), kept for inspection.
         dir: String,
     },
 }

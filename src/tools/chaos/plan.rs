@@ -13,12 +13,14 @@ pub enum DisruptionKind {
     RestartRedis,
 }
 
+/// One planned disruption of a chaos run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Disruption {
     /// Fires once this many blocks of the initial range are done.
     pub after_done: u64,
+    /// What is done to the daemon or to Redis.
     pub kind: DisruptionKind,
-    pub down_ms: u64,
+    pub(crate) down_ms: u64,
 }
 
 /// The disruptions for a range of `total` blocks, in firing order: a pure function of its

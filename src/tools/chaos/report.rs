@@ -8,15 +8,15 @@ use serde::Serialize;
 /// What a run did and found.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChaosReport {
-    pub seed: u64,
-    pub from: u64,
-    pub to: u64,
-    pub blocks: u64,
-    pub events: u64,
-    pub kills: u64,
-    /// Injected worker panics, counted from the daemons' logs.
+    pub(crate) seed: u64,
+    pub(crate) from: u64,
+    pub(crate) to: u64,
+    pub(crate) blocks: u64,
+    pub(crate) events: u64,
+    pub(crate) kills: u64,
+    /// Injected worker panics: the daemons' supervisor log lines with `reason_kind = "fault_hook"`.
     pub panics: u64,
-    pub redis_restarts: u64,
+    pub(crate) redis_restarts: u64,
     /// Times the daemon exited by itself (its tree gave up past the restart intensity) and the
     /// harness started it again, as systemd would.
     pub daemon_exits: u64,
@@ -24,14 +24,14 @@ pub struct ChaosReport {
     pub dead_requeued: u64,
     /// The daemon's exit status after the final SIGTERM (0 expected).
     pub stop_status: Option<i32>,
-    pub missing: u64,
-    pub duplicated: u64,
-    pub unexpected: u64,
-    pub unverifiable_blocks: u64,
-    pub elapsed_s: u64,
+    pub(crate) missing: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) unexpected: u64,
+    pub(crate) unverifiable_blocks: u64,
+    pub(crate) elapsed_s: u64,
     /// Faults the node injected, per kind.
     pub node_faults: std::collections::BTreeMap<String, u64>,
-    pub plan: Vec<Disruption>,
+    pub(crate) plan: Vec<Disruption>,
     /// The first problems verify found, per block.
     pub problems: Vec<BlockProblem>,
 }
