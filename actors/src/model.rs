@@ -1,5 +1,5 @@
 //! The plain data every part agrees on: a block's header, its decoded events, and how an event
-//! becomes the flat fields of one stream entry (the event contract of DESIGN.md, schema `v=1`).
+//! becomes the flat fields of one stream entry (the event contract of docs/EVENTS.md, schema `v=1`).
 
 use serde::{Deserialize, Serialize};
 

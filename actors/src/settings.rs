@@ -40,7 +40,7 @@ pub struct Settings {
 
 #[cfg(test)]
 impl Settings {
-    /// Values for the crate's own tests: DESIGN.md's production numbers, written here because
+    /// Values for the crate's own tests: the production numbers of config/default.toml, written here because
     /// this crate cannot read the daemon's config. The daemon never uses them: it builds its
     /// settings from `config/default.toml` (`Config::settings` in the root crate).
     pub(crate) fn for_tests() -> Self {

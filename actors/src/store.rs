@@ -215,7 +215,8 @@ pub struct DeadLetter {
     pub path: String,
 }
 
-/// The protocols of DESIGN.md, "Queues and leases in Redis" and "Exactly once per block".
+/// The store protocol of docs/ARCHITECTURE.md ("The Redis schema", "Why each block is in the
+/// stream exactly once"), which both stores follow (tests/store_contract.rs holds them to it).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// last_synced_block; `None` on a first run.

@@ -1,4 +1,4 @@
-//! What a new tip means: the table of DESIGN.md as a pure function.
+//! What a new tip means: the sync table of docs/ARCHITECTURE.md as a pure function.
 
 /// The limits the rule works with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
