@@ -136,7 +136,7 @@ async fn proxy_failing_infos_once(sim_url: String, block: u64) -> String {
     let addr = listener.local_addr().unwrap();
     let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
     // reqwest is built without a TLS crypto provider; whichever comes first installs it.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    tron_actors::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let app = axum::Router::new().fallback(
         move |method: axum::http::Method, uri: axum::http::Uri, body: axum::body::Bytes| {

@@ -76,17 +76,35 @@ async fn under_a_node_rate_limit_the_daemon_stays_under_it_and_the_head_goes_fir
     assert!(blocks["tip"] >= until - head, "{stats:?}");
 }
 
-/// The daemon in this process on `sim`, from `start`, keeping a handle on its node client's
-/// counters.
-async fn daemon_on(
-    sim: &tron_sim::SimHandle,
-    redis: &TestRedis,
-    start: u64,
+/// A live node of `history` blocks with `faults`, and the daemon in this process catching it up
+/// from its first block with its own `node.penalty_ms`, through a few new blocks. Asserts the
+/// stream exact, then returns the node's fault counts and the daemon's node client counters.
+async fn catch_up_through(
+    seed: u64,
+    history: u64,
+    txs_per_block: u32,
+    faults: SimFaults,
     penalty_ms: &str,
 ) -> (
-    tron_actors::daemon::DaemonHandle,
+    HashMap<&'static str, u64>,
     std::sync::Arc<tron_actors::tron::TronClient>,
 ) {
+    let redis = TestRedis::start().await;
+    let sim = tron_sim::spawn(
+        SimParams {
+            seed,
+            history,
+            txs_per_block,
+            block_interval_ms: 1000,
+            ..SimParams::default()
+        },
+        faults,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
+    let head = sim.chain().head();
+    let start = head + 1 - history;
     let start_block = start.to_string();
     let config = test_config(
         &sim.url(),
@@ -102,43 +120,26 @@ async fn daemon_on(
     let daemon = tron_actors::daemon::DaemonHandle::start(&config, client.clone())
         .await
         .unwrap();
-    (daemon, client)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bare_503s_and_their_bursts_cost_a_short_backoff_not_a_suspension() {
-    let redis = TestRedis::start().await;
-    let sim = tron_sim::spawn(
-        SimParams {
-            seed: 7,
-            history: 400,
-            txs_per_block: 20,
-            block_interval_ms: 1000,
-            ..SimParams::default()
-        },
-        SimFaults {
-            seed: 7,
-            http_503_rate: 0.02,
-            http_503_burst_rate: 0.005,
-            http_503_burst_ms: 300,
-            ..SimFaults::none()
-        },
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap();
-    let head = sim.chain().head();
-    let start = head - 399;
-    // The shipped 30 s penalty: a daemon that took each bare 503 for a suspension would sit
-    // out 30 s at each of them, far past the wait below.
-    let (daemon, client) = daemon_on(&sim, &redis, start, "30000").await;
     let until = head + 3;
     wait_done(&daemon.store, start, until, Duration::from_secs(90)).await;
     daemon.shutdown().await.unwrap();
     let last = common::last_published(&redis, until).await;
     assert_exactly_once(&redis, &sim, start, last).await;
+    (sim.fault_counts().into_iter().collect(), client)
+}
 
-    let faults: HashMap<&str, u64> = sim.fault_counts().into_iter().collect();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_503s_and_their_bursts_cost_a_short_backoff_not_a_suspension() {
+    // The shipped 30 s penalty: a daemon that took each bare 503 for a suspension would sit
+    // out 30 s at each of them, far past the wait for the catch-up.
+    let faults = SimFaults {
+        seed: 7,
+        http_503_rate: 0.02,
+        http_503_burst_rate: 0.005,
+        http_503_burst_ms: 300,
+        ..SimFaults::none()
+    };
+    let (faults, client) = catch_up_through(7, 400, 20, faults, "30000").await;
     assert!(faults["http_503"] > 0, "{faults:?}");
     assert!(faults["http_503_burst"] > 0, "{faults:?}");
     let stats = client.stats();
@@ -151,38 +152,15 @@ async fn bare_503s_and_their_bursts_cost_a_short_backoff_not_a_suspension() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspension_notice_pauses_every_request_for_the_time_it_says() {
-    let redis = TestRedis::start().await;
-    let sim = tron_sim::spawn(
-        SimParams {
-            seed: 8,
-            history: 100,
-            txs_per_block: 5,
-            block_interval_ms: 1000,
-            ..SimParams::default()
-        },
-        SimFaults {
-            seed: 8,
-            http_503_suspend_rate: 0.01,
-            // What TronGrid's notice will say: 2 s, not the daemon's 30 s penalty.
-            penalty_ms: 2_000,
-            ..SimFaults::none()
-        },
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap();
-    let head = sim.chain().head();
-    let start = head - 99;
-    // A 10-minute penalty of our own: only a daemon that waits the 2 s the notice says catches
-    // up within the wait below.
-    let (daemon, client) = daemon_on(&sim, &redis, start, "600000").await;
-    let until = head + 3;
-    wait_done(&daemon.store, start, until, Duration::from_secs(90)).await;
-    daemon.shutdown().await.unwrap();
-    let last = common::last_published(&redis, until).await;
-    assert_exactly_once(&redis, &sim, start, last).await;
-
-    let faults: HashMap<&str, u64> = sim.fault_counts().into_iter().collect();
+    // The notice says 2 s; the daemon's own penalty is 10 minutes: only a daemon that waits what
+    // the notice says catches up within the wait.
+    let faults = SimFaults {
+        seed: 8,
+        http_503_suspend_rate: 0.01,
+        penalty_ms: 2_000,
+        ..SimFaults::none()
+    };
+    let (faults, client) = catch_up_through(8, 100, 5, faults, "600000").await;
     assert!(faults["http_503_suspend"] > 0, "{faults:?}");
     // Each refusal (the notice, and the 429s of requests already in flight when it came) held
     // every caller for the time it said.

@@ -13,11 +13,7 @@ pub(crate) struct BenchArgs {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> Result<(), CliError> {
-    let daemon_exe = std::env::current_exe().map_err(|error| {
-        CliError::Failed(format!(
-            "cannot find this program's own path to run the daemon: {error}"
-        ))
-    })?;
+    let daemon_exe = super::own_exe()?;
     let options = BenchOptions {
         daemon_exe,
         ..args.options

@@ -14,11 +14,7 @@ pub(crate) struct ChaosArgs {
 
 pub(crate) async fn run(args: ChaosArgs) -> Result<(), CliError> {
     tron_actors::telemetry::init_logs(tron_actors::config::LogFormat::Auto, tracing::Level::WARN);
-    let daemon_exe = std::env::current_exe().map_err(|error| {
-        CliError::Failed(format!(
-            "cannot find this binary to run the daemon with: {error}"
-        ))
-    })?;
+    let daemon_exe = super::own_exe()?;
     let seed = args.options.seed;
     let options = ChaosOptions {
         daemon_exe,

@@ -107,6 +107,15 @@ pub(crate) fn open_store(config: &Config) -> Result<RedisStore, CliError> {
     RedisStore::new(&config.store_config()).map_err(|error| CliError::Refused(error.to_string()))
 }
 
+/// This program's own path: the harnesses run it again as the daemon under test.
+pub(crate) fn own_exe() -> Result<PathBuf, CliError> {
+    std::env::current_exe().map_err(|error| {
+        CliError::Failed(format!(
+            "cannot find this program's own path to run the daemon with: {error}"
+        ))
+    })
+}
+
 pub(crate) fn node_client(config: &Config) -> Result<TronClient, CliError> {
     TronClient::new(config.client_config())
         .map_err(|error| CliError::Refused(format!("node: {error}")))
