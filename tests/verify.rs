@@ -109,16 +109,26 @@ fn one_problem(block: u64, missing: &[&str], duplicated: &[&str], unexpected: &[
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_is_exact_after_a_run_and_names_each_deleted_doubled_or_altered_event() {
+/// A private Redis whose stream the daemon filled with every block of a frozen simulated node
+/// of `history` blocks: the node, and the range `from..=to`.
+async fn filled_stream(
+    history: u64,
+    txs_per_block: u32,
+) -> (TestRedis, tron_sim::SimHandle, u64, u64) {
     let redis = TestRedis::start().await;
-    let sim = frozen_sim(30, 5).await;
+    let sim = frozen_sim(history, txs_per_block).await;
     let (from, to) = (sim.chain().params().start_block, sim.chain().head());
     let start = from.to_string();
     let config = test_config(&sim.url(), &redis.url(), &[("sync.start_block", &start)]);
     let daemon = start_daemon(&config).await;
     wait_done(&daemon.store, from, to, Duration::from_secs(120)).await;
     daemon.shutdown().await.unwrap();
+    (redis, sim, from, to)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_is_exact_after_a_run_and_names_each_deleted_doubled_or_altered_event() {
+    let (redis, sim, from, to) = filled_stream(30, 5).await;
 
     let (code, report) = verify(&sim.url(), &redis.url(), from, to).await;
     assert_eq!(code, 0, "{report:#}");
@@ -254,14 +264,7 @@ async fn busy_twin() -> tron_sim::SimHandle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_rides_out_node_errors_and_says_how_many_retries_it_took() {
     // The stream is filled from a well-behaved node; verify then asks busy twins of it.
-    let redis = TestRedis::start().await;
-    let sim = frozen_sim(200, 2).await;
-    let (from, to) = (sim.chain().params().start_block, sim.chain().head());
-    let start = from.to_string();
-    let config = test_config(&sim.url(), &redis.url(), &[("sync.start_block", &start)]);
-    let daemon = start_daemon(&config).await;
-    wait_done(&daemon.store, from, to, Duration::from_secs(120)).await;
-    daemon.shutdown().await.unwrap();
+    let (redis, _sim, from, to) = filled_stream(200, 2).await;
 
     // One attempt per block, as verify used to do: the node's bad moments make blocks of an
     // exact range unverifiable.
