@@ -64,7 +64,7 @@ pub struct Figures {
     pub(crate) last_synced: u64,
     /// Blocks not yet published: the lag, [`StoreSnapshot::lag_blocks`](crate::store::StoreSnapshot::lag_blocks).
     pub blocks_left: u64,
-    /// Blocks published per second over the last [`RATE_WINDOW`].
+    /// Blocks published per second over the last 30 s (`RATE_WINDOW`).
     pub blocks_per_s: f64,
     /// `None` while nothing is being published.
     pub eta: Option<Duration>,

@@ -4,7 +4,7 @@
 //! an event named `exception` into the span's exception event (OpenTelemetry's conventions).
 //!
 //! A span can only be given fields it declared when it was created (as `Empty`): see
-//! [`crate::job::block_span`] for the full set.
+//! `job::block_span` for the full set.
 
 use tracing::Span;
 
