@@ -140,6 +140,21 @@ impl<'de> Deserialize<'de> for LogFormat {
     }
 }
 
+/// `sync.follow`: which blocks are published (the tree's [`actors::settings::Follow`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowMode(pub actors::settings::Follow);
+
+impl<'de> Deserialize<'de> for FollowMode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use actors::settings::Follow;
+        parse_string(deserializer, "head or finalized", |text| match text {
+            "head" => Some(FollowMode(Follow::Head)),
+            "finalized" => Some(FollowMode(Follow::Finalized)),
+            _ => None,
+        })
+    }
+}
+
 /// `log.level`: a level (`info`), or a tracing filter that starts from one and adds targets
 /// (`info,actors=debug`); `RUST_LOG` overrides it. Checked at load: a bare word must be a
 /// level, so a misspelt one (`inof`) is refused instead of silencing every log line.
@@ -301,6 +316,28 @@ pub struct FaultsConfig {
     pub panic_one_in: u64,
     /// Seeds the draw, so a chaos run panics at the same places again.
     pub seed: u64,
+    /// The process aborts at this point of its first retraction (tests of crash recovery).
+    pub abort_in_retraction: AbortInRetraction,
+}
+
+/// `faults.abort_in_retraction`: `off`, `before_revert` or `after_revert`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortInRetraction(pub Option<actors::hooks::RetractionPoint>);
+
+impl<'de> Deserialize<'de> for AbortInRetraction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use actors::hooks::RetractionPoint;
+        parse_string(
+            deserializer,
+            "off, before_revert or after_revert",
+            |text| match text {
+                "off" => Some(AbortInRetraction(None)),
+                "before_revert" => Some(AbortInRetraction(Some(RetractionPoint::BeforeRevert))),
+                "after_revert" => Some(AbortInRetraction(Some(RetractionPoint::AfterRevert))),
+                _ => None,
+            },
+        )
+    }
 }
 
 /// `[node]`: the node's URL, credentials, timeouts, rate limit and retries.
@@ -351,6 +388,7 @@ pub struct StreamConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
+    pub follow: FollowMode,
     pub start_block: Option<u64>,
     pub backlog_workers: usize,
     pub priority_max_gap: u64,
@@ -648,6 +686,7 @@ impl Config {
         let sync = &self.sync;
         let lease = Duration::from_millis(sync.lease_ms);
         actors::settings::Settings {
+            follow: sync.follow.0,
             limits: actors::sync_rule::GapLimits {
                 priority_max_gap: sync.priority_max_gap,
                 backlog_max: sync.backlog_max,
@@ -962,6 +1001,19 @@ mod tests {
             Ok(())
         });
         config.expect("the jail returned a config")
+    }
+
+    #[test]
+    fn follow_is_head_or_finalized() {
+        use actors::settings::Follow;
+        assert_eq!(Config::default().sync.follow.0, Follow::Head);
+        let config = load_with(&[("TRON_ACTORS_SYNC__FOLLOW", "finalized")]);
+        assert_eq!(config.settings().follow, Follow::Finalized);
+        assert_eq!(
+            load_error_with(&[("TRON_ACTORS_SYNC__FOLLOW", "solid")]),
+            "invalid config:\n  - sync.follow = \"solid\": must be head or finalized (from \
+             `TRON_ACTORS_` environment variable(s))"
+        );
     }
 
     #[test]

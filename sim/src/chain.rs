@@ -18,15 +18,12 @@ use actors::rng::{key, Rng};
 /// How far the irreversible ("solidified") head trails the head, as on mainnet.
 pub const SOLID_LAG: u64 = 19;
 
-/// Forks start only at multiples of this: at most one fork covers any block.
-const FORK_WINDOW: u64 = 32;
-
 /// Rendered blocks kept: a block is typically asked for twice (block, then infos) by the same
 /// worker within milliseconds, so a few dozen suffice. One 300-tx block is about 0.5 MB.
 const CACHE_BLOCKS: usize = 64;
 
-/// The chain's shape. Every field has a default fit for a demo; the `sim` command takes the
-/// first ones as flags (`help` is the flag's text, the doc the field's).
+/// The chain's shape. Every field has a default fit for a demo; the `sim` command takes all but
+/// `genesis_ms` and `frozen` as flags (`help` is the flag's text, the doc the field's).
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct SimParams {
     /// Seeds every block's content. Default 42.
@@ -65,13 +62,29 @@ pub struct SimParams {
     /// false.
     #[arg(skip)]
     pub frozen: bool,
-    /// Chance (0..1) that a window of 32 blocks starts with a fork: its first blocks are first
+    /// Chance (0..1) that a window of `fork_window` blocks starts with a fork: its first blocks are first
     /// served in another version, then replaced once the head passes them. Default 0.
-    #[arg(skip)]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        help = "Chance (0..1) that a window of --fork-window blocks starts with a fork: its first \
+                blocks are served in another version while the head is among them, then replaced"
+    )]
     pub fork_rate: f64,
+    /// Forks start only at multiples of this: at most one fork covers any block. Default 32.
+    #[arg(
+        long,
+        default_value_t = 32,
+        help = "Forks start only at multiples of this many blocks (more than --max-fork-depth)"
+    )]
+    pub fork_window: u64,
     /// Forks replace 1 to this many blocks (at most 19, so irreversible blocks never change).
     /// Default 3.
-    #[arg(skip = 3_u64)]
+    #[arg(
+        long,
+        default_value_t = 3,
+        help = "Forks replace 1 to this many blocks (1..=19: irreversible blocks never change)"
+    )]
     pub max_fork_depth: u64,
     /// When set, every node API request must carry it as `TRON-PRO-API-KEY` or get TronGrid's
     /// 401, so tests can prove the daemon sends the key on every request. Default none.
@@ -94,6 +107,7 @@ impl Default for SimParams {
             genesis_ms: None,
             frozen: false,
             fork_rate: 0.0,
+            fork_window: 32,
             max_fork_depth: 3,
             api_key: None,
         }
@@ -122,6 +136,9 @@ impl SimParams {
         }
         if !(1..=SOLID_LAG).contains(&self.max_fork_depth) {
             problems.push(format!("max_fork_depth must be within 1..={SOLID_LAG}"));
+        }
+        if self.fork_window <= self.max_fork_depth {
+            problems.push("fork_window must be more than max_fork_depth".to_string());
         }
         if problems.is_empty() {
             Ok(())
@@ -152,6 +169,8 @@ pub struct SimChain {
     /// When the head at start was produced: the head moves one block per interval after it.
     epoch: Instant,
     advanced: AtomicU64,
+    /// Time's blocks at the moment [`SimChain::halt`] was called; `u64::MAX` while time runs.
+    halted_ticks: AtomicU64,
     book: AddressBook,
     cache: Mutex<Cache>,
 }
@@ -190,6 +209,7 @@ impl SimChain {
             genesis_ms,
             epoch,
             advanced: AtomicU64::new(0),
+            halted_ticks: AtomicU64::new(u64::MAX),
             cache: Mutex::new(Cache::default()),
         })
     }
@@ -210,7 +230,8 @@ impl SimChain {
         let ticks = if p.frozen {
             0
         } else {
-            self.epoch.elapsed().as_millis() as u64 / p.block_interval_ms
+            let elapsed = self.epoch.elapsed().as_millis() as u64 / p.block_interval_ms;
+            elapsed.min(self.halted_ticks.load(Ordering::Relaxed))
         };
         p.start_block + p.history - 1 + ticks + self.advanced.load(Ordering::Relaxed)
     }
@@ -218,6 +239,17 @@ impl SimChain {
     /// The irreversible head, `head - 19`. It may be below `start_block` with a short history.
     pub fn solid_head(&self) -> u64 {
         self.head().saturating_sub(SOLID_LAG)
+    }
+
+    /// Stops the head where it is now (time brings no more blocks; `advance` still does), so
+    /// that a harness can let a follower settle on a head that forks no more. Returns the head.
+    pub fn halt(&self) -> u64 {
+        let p = &self.params;
+        if !p.frozen {
+            let elapsed = self.epoch.elapsed().as_millis() as u64 / p.block_interval_ms;
+            let _ = self.halted_ticks.fetch_min(elapsed, Ordering::Relaxed);
+        }
+        self.head()
     }
 
     /// Produces `blocks` more blocks at once, on top of those time brings.
@@ -245,12 +277,20 @@ impl SimChain {
         r.chance(p.fork_rate).then(|| r.range(1, p.max_fork_depth))
     }
 
+    /// The fork that replaces block `number`, as (first block, depth): such a block has two
+    /// versions.
+    fn fork_of(&self, number: u64) -> Option<(u64, u64)> {
+        let start = number - number % self.params.fork_window;
+        self.fork_depth(start)
+            .filter(|&depth| number < start + depth)
+            .map(|depth| (start, depth))
+    }
+
     /// Which version of block `number` a node with head `head` serves: 1 while a fork that will
     /// replace it is the node's best chain, else 0 (canonical, final).
     pub fn version_at(&self, number: u64, head: u64) -> u32 {
-        let start = number - number % FORK_WINDOW;
-        match self.fork_depth(start) {
-            Some(depth) if number < start + depth && head < start + depth => 1,
+        match self.fork_of(number) {
+            Some((start, depth)) if head < start + depth => 1,
             _ => 0,
         }
     }
@@ -259,14 +299,22 @@ impl SimChain {
     /// `from..=to`: what a test needs to know which retractions to expect.
     pub fn forks_between(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        let mut start = from - from % FORK_WINDOW;
+        let window = self.params.fork_window;
+        let mut start = from - from % window;
         while start <= to {
             if let Some(depth) = self.fork_depth(start) {
                 out.push((start, depth));
             }
-            start += FORK_WINDOW;
+            start += window;
         }
         out
+    }
+
+    /// `blockID` (hex) of block `number` as a node with head `head` serves it. Defined below the
+    /// first block too, where the node reports the irreversible block of a short history.
+    pub fn id_at(&self, number: u64, head: u64) -> String {
+        let version = self.version_at(number, head);
+        actors::address::bytes_to_hex(&block_id(self.params.seed, number, version))
     }
 
     /// The model of block `number` as the node serves it when its head is `head`.
@@ -360,6 +408,24 @@ impl SimChain {
             }
         }
         Some(rendered)
+    }
+
+    /// Block `number` in the version a node with head `head` does *not* serve: what a node that
+    /// switches branches between two requests answers the second one with. `None` for a block
+    /// with one version, and for an irreversible one (a node never switches below those).
+    pub(crate) fn rendered_other_version(&self, number: u64, head: u64) -> Option<Arc<Rendered>> {
+        let (start, depth) = self.fork_of(number)?;
+        if !self.exists(number, head) || number <= head.saturating_sub(SOLID_LAG) {
+            return None;
+        }
+        // A head at which the other version is served: version 0 once the head has passed the
+        // fork, version 1 when the block itself is the head.
+        let other_head = if self.version_at(number, head) == 1 {
+            start + depth
+        } else {
+            number
+        };
+        self.rendered(number, other_head)
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {

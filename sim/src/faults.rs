@@ -154,6 +154,16 @@ pub struct SimFaults {
         help = "Chance per request of an HTTP 200 `{\"Error\": ...}` body"
     )]
     pub node_error_rate: f64,
+    /// A `gettransactioninfobyblocknum` answer for a block a fork replaces (above the
+    /// irreversible head) is the infos of the version the node does not serve now, as when it
+    /// switches branches between a block's body and its infos.
+    #[arg(
+        long = "fault-fork-race",
+        value_name = "FAULT_FORK_RACE",
+        default_value_t = 0.0,
+        help = "Chance per infos request, for a block with two versions, of the other version's infos (a branch switch between body and infos)"
+    )]
+    pub fork_race_rate: f64,
     /// Blocks whose block and infos answers are ALWAYS unparsable: they can only be
     /// dead-lettered.
     #[arg(long, value_name = "MALFORMED_BLOCKS", value_parser = parse_block_list, default_value = "", hide_default_value = true, help = "Blocks whose answers are always malformed (comma-separated)")]
@@ -187,6 +197,7 @@ impl Default for SimFaults {
             empty_block_rate: 0.0,
             empty_infos_rate: 0.0,
             node_error_rate: 0.0,
+            fork_race_rate: 0.0,
             malformed_blocks: BTreeSet::new(),
             max_requests_per_sec: None,
         }
@@ -214,6 +225,7 @@ impl SimFaults {
             ("empty_block_rate", self.empty_block_rate),
             ("empty_infos_rate", self.empty_infos_rate),
             ("node_error_rate", self.node_error_rate),
+            ("fork_race_rate", self.fork_race_rate),
         ];
         let mut problems: Vec<String> = rates
             .iter()
@@ -273,10 +285,11 @@ pub(crate) enum FaultKind {
     EmptyBlock,
     EmptyInfos,
     Malformed,
+    ForkRace,
 }
 
 impl FaultKind {
-    pub(crate) const ALL: [FaultKind; 15] = [
+    pub(crate) const ALL: [FaultKind; 16] = [
         FaultKind::Penalty,
         FaultKind::RateLimit,
         FaultKind::Reset,
@@ -292,6 +305,7 @@ impl FaultKind {
         FaultKind::EmptyBlock,
         FaultKind::EmptyInfos,
         FaultKind::Malformed,
+        FaultKind::ForkRace,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -311,6 +325,7 @@ impl FaultKind {
             FaultKind::EmptyBlock => "empty_block",
             FaultKind::EmptyInfos => "empty_infos",
             FaultKind::Malformed => "malformed",
+            FaultKind::ForkRace => "fork_race",
         }
     }
 }
@@ -333,6 +348,7 @@ pub(crate) struct ContentFaults {
     pub truncate: bool,
     pub empty_block: bool,
     pub empty_infos: bool,
+    pub fork_race: bool,
 }
 
 struct Bucket {
@@ -466,7 +482,7 @@ impl FaultState {
         let mut r = Rng::new(key(&[f.seed, domain::FAULTS, n]));
         // Every rate gets its own draw, in a fixed order (new ones at the end), so that changing
         // one rate does not reshuffle which requests get the other faults.
-        let draws: [f64; 12] = std::array::from_fn(|_| r.unit());
+        let draws: [f64; 13] = std::array::from_fn(|_| r.unit());
         if draws[0] < f.reset_rate {
             self.count(FaultKind::Reset);
             return Gate::Reset;
@@ -517,6 +533,7 @@ impl FaultState {
         content.truncate = draws[7] < f.truncate_rate;
         content.empty_block = draws[8] < f.empty_block_rate;
         content.empty_infos = draws[9] < f.empty_infos_rate;
+        content.fork_race = draws[12] < f.fork_race_rate;
         Gate::Pass(content)
     }
 }

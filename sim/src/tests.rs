@@ -190,15 +190,7 @@ fn the_mix_has_every_kind_and_trc20_dominates() {
     assert!((0.55..0.65).contains(&share), "trc20 share {share}");
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
-        [
-            "approval",
-            "internal_transfer",
-            "log",
-            "trc10_transfer",
-            "trc20_transfer",
-            "trc721_transfer",
-            "trx_transfer"
-        ]
+        ["approval", "internal", "log", "trc10", "trc20", "trc721", "trx"]
     );
     for form in ["trx", "trc10", "logI", "intJ", "intJ.K", "internal_trc10"] {
         assert!(
@@ -362,6 +354,168 @@ fn forks_serve_another_version_then_replace_it() {
     );
 }
 
+/// A chain where about half the windows fork, up to the deepest fork allowed, over 300 blocks.
+fn forked_chain() -> SimChain {
+    SimChain::new(SimParams {
+        fork_rate: 0.5,
+        max_fork_depth: SOLID_LAG,
+        history: 300,
+        ..params(31, 2)
+    })
+    .unwrap()
+}
+
+/// The blocks the forks of `c` replace between `from` and `to`.
+fn forked_blocks(c: &SimChain, from: u64, to: u64) -> BTreeSet<u64> {
+    c.forks_between(from, to)
+        .into_iter()
+        .flat_map(|(start, depth)| start..start + depth)
+        .filter(|n| (from..=to).contains(n))
+        .collect()
+}
+
+#[test]
+fn a_forked_chain_links_up_at_every_head() {
+    let c = forked_chain();
+    let last = START + 299;
+    let forks = c.forks_between(START, last);
+    assert!(forks.len() >= 3, "{forks:?}");
+    assert!(forks.iter().any(|&(_, depth)| depth > 1), "{forks:?}");
+    for head in START..=last {
+        for n in START + 1..=head {
+            assert_eq!(
+                c.block_at(n, head).unwrap().parent_id,
+                c.block_at(n - 1, head).unwrap().id,
+                "block {n} at head {head}"
+            );
+        }
+    }
+    // The JSON says the same, inside each fork and right after it.
+    for &(start, depth) in &forks {
+        for head in [start + depth - 1, start + depth] {
+            let mut previous = text(&parse_rendered(&c, start - 1, head), "blockID");
+            for n in start..=head {
+                let block = parse_rendered(&c, n, head);
+                let raw = &block["block_header"]["raw_data"];
+                assert_eq!(
+                    text(raw, "parentHash"),
+                    previous,
+                    "block {n} at head {head}"
+                );
+                previous = text(&block, "blockID");
+            }
+        }
+    }
+}
+
+fn parse_rendered(c: &SimChain, number: u64, head: u64) -> Value {
+    parse(&String::from_utf8_lossy(
+        &c.rendered(number, head).unwrap().block,
+    ))
+}
+
+#[test]
+fn a_forks_blocks_are_served_in_another_version_once_the_head_passes_it() {
+    let c = forked_chain();
+    for (start, depth) in c.forks_between(START, START + 299) {
+        let end = start + depth;
+        for n in start..end {
+            // First served (as the head, and while the head is in the fork) in version 1 ...
+            let orphan = c.block_at(n, n).unwrap();
+            assert_eq!(orphan.version, 1);
+            assert_eq!(c.expected_block_at(n, end - 1), c.expected_block_at(n, n));
+            // ... then, from the first head past the fork, in version 0 for good.
+            let canonical = c.block_at(n, end).unwrap();
+            assert_eq!(canonical.version, 0);
+            assert_eq!(c.expected_block_at(n, n + 200), c.expected_block_at(n, end));
+            assert_ne!(orphan.id, canonical.id);
+            // Other transactions (no id in common), so other events.
+            let orphan_txs: HashSet<_> = orphan.txs.iter().map(|tx| tx.id).collect();
+            assert!(canonical.txs.iter().all(|tx| !orphan_txs.contains(&tx.id)));
+            assert_ne!(c.expected_block_at(n, n), c.expected_block_at(n, end));
+        }
+    }
+}
+
+#[test]
+fn forks_between_lists_exactly_the_blocks_that_change() {
+    let c = forked_chain();
+    let (from, to) = (START, START + 299);
+    let changed: BTreeSet<u64> = (from..=to)
+        .filter(|&n| c.block_at(n, n).unwrap().id != c.block_at(n, n + SOLID_LAG).unwrap().id)
+        .collect();
+    assert_eq!(changed, forked_blocks(&c, from, to));
+    // And nothing changes once it is irreversible.
+    for n in from..=to {
+        assert_eq!(c.version_at(n, n + SOLID_LAG), 0, "block {n}");
+    }
+}
+
+#[test]
+fn the_canonical_chain_is_what_a_head_far_ahead_serves() {
+    let c = forked_chain();
+    let far = START + 10_000;
+    let mut previous: Option<Block> = None;
+    for n in START..START + 300 {
+        let canonical = c.expected_block_at(n, far).unwrap();
+        assert_eq!(c.block_at(n, far).unwrap().version, 0);
+        assert_eq!(
+            Some(&canonical),
+            c.expected_block_at(n, n + SOLID_LAG).as_ref()
+        );
+        if let Some(previous) = &previous {
+            assert_eq!(canonical.header.parent_hash, previous.header.hash);
+        }
+        previous = Some(canonical);
+    }
+}
+
+/// What a daemon following the head sees: it commits each new head block; when the block's
+/// parent is not the block it committed below, it retracts blocks until the chain links again
+/// and commits the node's blocks from there.
+#[test]
+fn a_follower_of_the_head_commits_each_forks_orphans_then_retracts_exactly_them() {
+    let c = forked_chain();
+    let (from, to) = (START, START + 299);
+    let mut committed = std::collections::BTreeMap::<u64, [u8; 32]>::new();
+    let mut retracted = Vec::new();
+    for head in from..=to {
+        let mut lowest = head;
+        while lowest > from
+            && committed.get(&(lowest - 1)) != Some(&c.block_at(lowest, head).unwrap().parent_id)
+        {
+            lowest -= 1;
+            let orphan = committed.remove(&lowest).unwrap();
+            retracted.push((head, lowest, orphan));
+        }
+        for n in lowest..=head {
+            committed.insert(n, c.block_at(n, head).unwrap().id);
+        }
+    }
+    // Each fork's blocks, retracted newest first by the first head past the fork, were the
+    // version-1 blocks the node served when each was the head.
+    let mut expected = Vec::new();
+    for (start, depth) in c.forks_between(from, to) {
+        if start + depth > to {
+            continue;
+        }
+        for n in (start..start + depth).rev() {
+            expected.push((start + depth, n, c.block_at(n, n).unwrap().id));
+        }
+    }
+    assert!(!expected.is_empty());
+    assert_eq!(retracted, expected);
+    let far = to + 1000;
+    let canonical: Vec<_> = (from..=to - SOLID_LAG)
+        .map(|n| c.block_at(n, far).unwrap().id)
+        .collect();
+    let kept: Vec<_> = committed
+        .range(..=to - SOLID_LAG)
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(kept, canonical);
+}
+
 #[test]
 fn the_flags_default_to_the_defaults() {
     use clap::{Args, FromArgMatches};
@@ -374,6 +528,29 @@ fn the_flags_default_to_the_defaults() {
     assert_eq!(
         SimFaults::from_arg_matches(&matches).unwrap(),
         SimFaults::default()
+    );
+}
+
+#[test]
+fn the_fork_flags_reach_the_params() {
+    use clap::{Args, FromArgMatches};
+    let command = SimFaults::augment_args(SimParams::augment_args(clap::Command::new("sim")));
+    let matches = command.get_matches_from([
+        "sim",
+        "--fork-rate",
+        "0.25",
+        "--max-fork-depth",
+        "7",
+        "--fault-fork-race",
+        "0.5",
+    ]);
+    let params = SimParams::from_arg_matches(&matches).unwrap();
+    assert_eq!((params.fork_rate, params.max_fork_depth), (0.25, 7));
+    assert_eq!(
+        SimFaults::from_arg_matches(&matches)
+            .unwrap()
+            .fork_race_rate,
+        0.5
     );
 }
 
@@ -736,4 +913,120 @@ async fn slow_answers_and_node_errors() {
         get(sim.addr(), "/sim/status").await.json()["faults"]["node_error"],
         1
     );
+}
+
+#[tokio::test]
+async fn a_fork_race_answers_the_other_versions_infos() {
+    let params = SimParams {
+        fork_rate: 1.0,
+        max_fork_depth: 3,
+        ..params(29, 20)
+    };
+    let faults = SimFaults {
+        fork_race_rate: 1.0,
+        ..SimFaults::none()
+    };
+    let sim = spawn(params, faults, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let chain = sim.chain();
+    let head = chain.head();
+    // The last fork below the head: past it (version 0 served), above the irreversible head.
+    let (start, depth) = *chain.forks_between(head - 16, head).last().unwrap();
+    assert!(start + depth <= head && start > head - SOLID_LAG);
+    let infos = |n: u64| {
+        let addr = sim.addr();
+        async move {
+            post(
+                addr,
+                "/wallet/gettransactioninfobyblocknum",
+                &format!("{{\"num\": {n}}}"),
+            )
+            .await
+            .body
+        }
+    };
+    let orphan_infos = &chain.rendered(start, start).unwrap().infos;
+    assert_ne!(infos(start).await, chain.infos_json(start).unwrap());
+    assert_eq!(infos(start).await.as_bytes(), &orphan_infos[..]);
+    // A block with one version, and an irreversible one, answer their own infos.
+    assert_eq!(infos(head).await, chain.infos_json(head).unwrap());
+    let solid_fork = chain.forks_between(START + 64, head - 40)[0].0;
+    assert_eq!(
+        infos(solid_fork).await,
+        chain.infos_json(solid_fork).unwrap()
+    );
+    // While the fork is the best chain, the race answers the canonical version's infos.
+    assert_eq!(
+        chain.rendered_other_version(start, start).unwrap().infos,
+        chain.rendered(start, head).unwrap().infos
+    );
+    assert!(sim.fault_counts().contains(&("fork_race", 2)));
+}
+
+#[tokio::test]
+async fn node_info_says_the_head_and_the_irreversible_block() {
+    let sim = start(SimFaults::none()).await;
+    let addr = sim.addr();
+    let head = sim.chain().head();
+    let by_post = post(addr, "/wallet/getnodeinfo", "").await;
+    let by_get = get(addr, "/wallet/getnodeinfo").await;
+    assert_eq!(by_post.status, 200);
+    assert_eq!(by_post.body, by_get.body);
+    let info = by_post.json();
+    let id = |n: u64| text(&parse(&sim.chain().block_json(n).unwrap()), "blockID");
+    assert_eq!(info["block"], format!("Num:{head},ID:{}", id(head)));
+    let solid = head - SOLID_LAG;
+    assert_eq!(
+        info["solidityBlock"],
+        format!("Num:{solid},ID:{}", id(solid))
+    );
+    let solid_now = get(addr, "/walletsolidity/getnowblock").await.json();
+    assert_eq!(
+        info["solidityBlock"],
+        format!("Num:{solid},ID:{}", text(&solid_now, "blockID"))
+    );
+    for key in [
+        "beginSyncNum",
+        "currentConnectCount",
+        "activeConnectCount",
+        "passiveConnectCount",
+        "totalFlow",
+    ] {
+        assert!(info[key].is_u64(), "{key}: {info}");
+    }
+    assert_eq!(info["peerList"], Value::Array(vec![]));
+    assert_eq!(
+        info["cheatWitnessInfoMap"],
+        Value::Object(Default::default())
+    );
+    assert!(info["configNodeInfo"]["codeVersion"].is_string());
+    assert!(info["machineInfo"]["cpuCount"].is_u64());
+    // The body is not read, as on the node.
+    assert_eq!(
+        post(addr, "/wallet/getnodeinfo", "not json").await.body,
+        by_get.body
+    );
+    let status = get(addr, "/sim/status").await.json();
+    assert_eq!(status["requests"]["/wallet/getnodeinfo"], 3);
+
+    // Faults apply as to every node endpoint.
+    let sim = start(SimFaults {
+        node_error_rate: 1.0,
+        ..SimFaults::none()
+    })
+    .await;
+    let reply = post(sim.addr(), "/wallet/getnodeinfo", "").await;
+    assert!(reply.json()["Error"]
+        .as_str()
+        .unwrap()
+        .starts_with("class "));
+    let sim = start(SimFaults {
+        reset_rate: 1.0,
+        ..SimFaults::none()
+    })
+    .await;
+    let reply = request(sim.addr(), "POST", "/wallet/getnodeinfo", Some("")).await;
+    assert!(reply.is_err());
+    assert!(sim.fault_counts().contains(&("reset", 1)));
 }

@@ -7,8 +7,8 @@
 //! `[]` infos, `{"Error"}`, bad JSON) is the caller's retry schedule's business, with two cheap
 //! exceptions that target TronGrid's load balancer, whose nodes are not always synced:
 //! - `[]` infos for a block with transactions: the infos are asked once more straight away.
-//! - `{}` for a block at or below a head this client has already seen (so it exists): the block
-//!   is asked once more straight away. Above the head `{}` is the normal "not yet" and costs
+//! - `{}` for a block (or a header) at or below a head this client has already seen (so it
+//!   exists): it is asked once more straight away. Above the head `{}` is the normal "not yet" and costs
 //!   nothing extra.
 
 use std::fmt;
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 
-use actors::chain::{BlockSink, BlockSpans, Chain, ChainError, ErrorSource, Lane};
+use actors::chain::{BlockId, BlockSink, BlockSpans, Chain, ChainError, ErrorSource, Lane};
 use actors::model::{Block, BlockHeader};
 use async_trait::async_trait;
 use serde_json::json;
@@ -361,6 +361,29 @@ impl Chain for TronClient {
             block,
         });
         Ok(header)
+    }
+
+    async fn header(&self, number: u64) -> Result<BlockHeader, ChainError> {
+        // A string, as the node's own docs send it: `id_or_num` is also a blockID.
+        let body = json!({ "id_or_num": number.to_string(), "detail": false });
+        let mut asked = 0;
+        loop {
+            asked += 1;
+            let bytes = self.request(Endpoint::Block, &body, Lane::Head).await?;
+            match self.counted(decode::parse_header(number, &bytes)) {
+                Err(ChainError::NotProduced(_)) if asked == 1 && number <= self.known_head() => {
+                    tracing::debug!(number, "header below the head answered {{}}: asking again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn finalized(&self) -> Result<BlockId, ChainError> {
+        let bytes = self
+            .request(Endpoint::NodeInfo, &json!({}), Lane::Head)
+            .await?;
+        self.counted(decode::parse_finalized(&bytes))
     }
 
     async fn block(&self, number: u64, lane: Lane) -> Result<Block, ChainError> {
@@ -717,6 +740,125 @@ mod tests {
             ChainError::NotProduced(51)
         );
         assert_eq!(node.count(Endpoint::BlockByNum), 3);
+    }
+
+    #[tokio::test]
+    async fn a_header_is_the_blocks_header_as_the_node_serves_it() {
+        let (sim, client) = sim_node(100, 0.0, tron_sim::SimFaults::none()).await;
+        let n = sim.chain().head() - 3;
+        let header = client.header(n).await.unwrap();
+        assert_eq!(header, sim.chain().expected_block(n).unwrap().header);
+        assert_eq!(client.stats().requests(Endpoint::Block), 1);
+        assert_eq!(client.stats().requests(Endpoint::BlockByNum), 0);
+        assert!(sim
+            .request_counts()
+            .contains(&("/wallet/getblock".to_string(), 1)));
+    }
+
+    #[tokio::test]
+    async fn a_header_not_produced_yet_is_not_produced() {
+        let (sim, client) = sim_node(100, 0.0, tron_sim::SimFaults::none()).await;
+        let next = sim.chain().head() + 1;
+        assert_eq!(
+            client.header(next).await.unwrap_err(),
+            ChainError::NotProduced(next)
+        );
+        assert_eq!(client.stats().requests(Endpoint::Block), 1);
+    }
+
+    #[tokio::test]
+    async fn a_header_of_another_block_is_malformed() {
+        let node = spawn_node(|_, _, _| Reply::ok(chain_block(8))).await;
+        let client = client(&node);
+        let error = client.header(7).await.unwrap_err();
+        assert!(
+            matches!(&error, ChainError::Malformed { detail, .. } if detail.contains("block 8")),
+            "{error:?}"
+        );
+        let seen = node.state.seen.lock().unwrap();
+        assert_eq!(seen[0].path, "/wallet/getblock");
+        assert_eq!(seen[0].body, json!({"id_or_num": "7", "detail": false}));
+    }
+
+    #[tokio::test]
+    async fn finalized_is_the_irreversible_block_19_below_the_head() {
+        let (sim, client) = sim_node(100, 0.0, tron_sim::SimFaults::none()).await;
+        let solid = sim.chain().head() - tron_sim::SOLID_LAG;
+        assert_eq!(
+            client.finalized().await.unwrap(),
+            BlockId {
+                number: solid,
+                hash: sim.chain().expected_block(solid).unwrap().header.hash,
+            }
+        );
+        assert_eq!(client.stats().requests(Endpoint::NodeInfo), 1);
+        assert!(sim
+            .request_counts()
+            .contains(&("/wallet/getnodeinfo".to_string(), 1)));
+    }
+
+    #[tokio::test]
+    async fn a_node_info_without_a_readable_solidity_block_is_malformed() {
+        let id = block_hash(12);
+        let answers = [
+            json!({"block": format!("Num:20,ID:{}", block_hash(20))}),
+            json!({"solidityBlock": "Num:12"}),
+            json!({"solidityBlock": format!("Num:13,ID:{id}")}),
+            json!({"solidityBlock": format!("Num:12,ID:{}", &id[..60])}),
+            json!({"solidityBlock": 12}),
+        ];
+        for answer in answers {
+            let node = spawn_node(move |_, _, _| Reply::ok(answer.clone())).await;
+            let error = client(&node).finalized().await.unwrap_err();
+            assert!(
+                matches!(&error, ChainError::Malformed { detail, .. } if detail.contains("solidityBlock")),
+                "{error:?}"
+            );
+        }
+        let node = spawn_node(|_, _, _| Reply::ok(json!({"Error": "busy"}))).await;
+        assert_eq!(
+            client(&node).finalized().await.unwrap_err(),
+            ChainError::Node("busy".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_block_whose_infos_come_from_its_other_version_is_refused() {
+        let faults = tron_sim::SimFaults {
+            fork_race_rate: 1.0,
+            ..tron_sim::SimFaults::none()
+        };
+        let (sim, client) = sim_node(200, 1.0, faults).await;
+        let chain = sim.chain();
+        let head = chain.head();
+        // Forked blocks above the irreversible head: their infos come from the other version.
+        let raced: Vec<u64> = chain
+            .forks_between(head - tron_sim::SOLID_LAG + 1, head)
+            .into_iter()
+            .flat_map(|(start, depth)| start..start + depth)
+            .filter(|&n| n > head - tron_sim::SOLID_LAG && n <= head)
+            .collect();
+        assert!(!raced.is_empty());
+        for &n in &raced {
+            let error = client.block(n, Lane::Head).await.unwrap_err();
+            assert!(
+                matches!(error, ChainError::Malformed { .. }),
+                "{n}: {error:?}"
+            );
+        }
+        assert!(sim
+            .fault_counts()
+            .contains(&("fork_race", raced.len() as u64)));
+        // A block with one version is fetched whole.
+        let single = head;
+        assert!(chain
+            .forks_between(single, single)
+            .iter()
+            .all(|&(s, d)| single >= s + d));
+        assert_eq!(
+            client.block(single, Lane::Head).await.unwrap(),
+            chain.expected_block(single).unwrap()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use actors::chain::ChainError;
+use actors::chain::{BlockId, ChainError};
 use actors::model::{Block, BlockHeader, Event, EventBody};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -118,6 +118,8 @@ struct InfoJson {
     id: Option<String>,
     #[serde(rename = "blockNumber")]
     block_number: Option<u64>,
+    #[serde(rename = "blockTimeStamp")]
+    block_time_stamp: Option<u64>,
     result: Option<String>,
     log: Vec<LogJson>,
     internal_transactions: Vec<InternalJson>,
@@ -156,6 +158,16 @@ struct CallValueJson {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct ObjectAnswer {
+    #[serde(rename = "Error")]
+    error: Option<serde_json::Value>,
+}
+
+/// `getnodeinfo`: only the irreversible block is read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NodeInfoJson {
+    #[serde(rename = "solidityBlock")]
+    solidity_block: Option<serde_json::Value>,
     #[serde(rename = "Error")]
     error: Option<serde_json::Value>,
 }
@@ -239,6 +251,32 @@ pub fn decode_header(block_json: &[u8]) -> Result<BlockHeader, ChainError> {
     parse_head(block_json).map(|block| block.header)
 }
 
+/// The header of block `number` (a `getblock` answer without detail). `{}` is
+/// [`ChainError::NotProduced`]; another block's header is malformed.
+pub fn parse_header(number: u64, block_json: &[u8]) -> Result<BlockHeader, ChainError> {
+    parse_block(number, block_json).map(|block| block.header)
+}
+
+/// The irreversible block of a `getnodeinfo` answer: its `solidityBlock`, `Num:<n>,ID:<blockID>`.
+pub fn parse_finalized(node_info_json: &[u8]) -> Result<BlockId, ChainError> {
+    let what = "node info";
+    let raw = parse_json::<NodeInfoJson>(what, node_info_json)?;
+    if let Some(error) = raw.error {
+        return Err(node_error(error));
+    }
+    let text = match raw.solidity_block {
+        Some(serde_json::Value::String(text)) => text,
+        None => return Err(malformed(what, "no solidityBlock")),
+        Some(other) => return Err(malformed(what, format!("solidityBlock is {other}"))),
+    };
+    block_ref(&text).ok_or_else(|| {
+        malformed(
+            what,
+            format!("solidityBlock {text:?} is not \"Num:<n>,ID:<64 hex starting with n>\""),
+        )
+    })
+}
+
 /// The blocks of a `getblockbylimitnext` answer, by number. `{}` (the node's answer to a range
 /// over 100 blocks) gives an empty map; blocks the node left out are simply absent.
 pub fn parse_block_range(range_json: &[u8]) -> Result<BTreeMap<u64, RawBlock>, ChainError> {
@@ -311,6 +349,20 @@ pub fn decode_raw_block(block: &RawBlock, infos_json: &[u8]) -> Result<Block, Ch
                 ));
             }
         }
+        // Two versions of a block from two producers carry two timestamps: infos of the other
+        // version (the node switched branches between the two requests) are refused even when
+        // they hold the same transactions.
+        if let Some(info_time) = info.block_time_stamp {
+            if info_time != block.header.timestamp_ms {
+                return Err(malformed(
+                    what,
+                    format!(
+                        "info {index} is of a block made at {info_time}, this one was made at {}",
+                        block.header.timestamp_ms
+                    ),
+                ));
+            }
+        }
         transaction_events(number, &txid.to_ascii_lowercase(), tx, info, &mut events)?;
     }
     Ok(Block {
@@ -363,6 +415,21 @@ pub fn asset_name_to_token(asset_name: &str) -> String {
 
 fn is_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `Num:<n>,ID:<blockID>`, as `getnodeinfo` prints a block. A blockID starts with its block's
+/// number (8 bytes, big-endian): an ID that does not is not this block's.
+fn block_ref(text: &str) -> Option<BlockId> {
+    let (number, id) = text.split_once(',')?;
+    let number: u64 = number.strip_prefix("Num:")?.parse().ok()?;
+    let hash = id.strip_prefix("ID:")?;
+    if !is_hash(hash) || u64::from_str_radix(&hash[..16], 16).ok()? != number {
+        return None;
+    }
+    Some(BlockId {
+        number,
+        hash: hash.to_ascii_lowercase(),
+    })
 }
 
 /// `Ok(None)` for `{}`; the header checked otherwise.
@@ -1073,6 +1140,27 @@ mod tests {
     }
 
     #[test]
+    fn infos_of_another_version_of_the_block_are_malformed_even_with_the_same_transactions() {
+        let t = txid(1);
+        let txs = vec![tx(
+            &t,
+            "TransferContract",
+            json!({"owner_address": A_HEX, "to_address": B_HEX, "amount": 1}),
+            None,
+        )];
+        let block = block_json(3, Some(txs));
+        let mut other_version = info(&t, 3);
+        other_version["blockTimeStamp"] = json!(1_700_000_001_000u64 + 3 * 3000 + 3000);
+        assert!(decode(3, &block, &json!([info(&t, 3)])).is_ok());
+        match decode(3, &block, &json!([other_version])) {
+            Err(ChainError::Malformed { detail, .. }) => {
+                assert!(detail.contains("made at"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn another_block_number_is_malformed() {
         assert!(matches!(
             decode(4, &block_json(3, None), &json!([])),
@@ -1131,6 +1219,114 @@ mod tests {
             decode_header(b"{}"),
             Err(ChainError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn a_header_is_the_asked_blocks_header() {
+        let header = parse_header(80, &bytes(&block_json(80, None))).unwrap();
+        assert_eq!(header.hash, hash(80, "ab"));
+        assert_eq!(header.parent_hash, hash(79, "ab"));
+        assert_eq!(parse_header(80, b"{}"), Err(ChainError::NotProduced(80)));
+        assert!(matches!(
+            parse_header(81, &bytes(&block_json(80, None))),
+            Err(ChainError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn the_finalized_block_is_read_from_solidity_block() {
+        let id = hash(61, "AB");
+        let info = json!({
+            "beginSyncNum": 60,
+            "block": format!("Num:80,ID:{}", hash(80, "ab")),
+            "solidityBlock": format!("Num:61,ID:{id}"),
+            "peerList": []
+        });
+        assert_eq!(
+            parse_finalized(&bytes(&info)),
+            Ok(BlockId {
+                number: 61,
+                hash: id.to_ascii_lowercase()
+            })
+        );
+        for bad in [
+            json!({}),
+            json!({"solidityBlock": null}),
+            json!({"solidityBlock": ""}),
+            json!({"solidityBlock": "Num:61"}),
+            json!({"solidityBlock": format!("Num:x,ID:{id}")}),
+            json!({"solidityBlock": format!("Num:62,ID:{id}")}),
+            json!({"solidityBlock": format!("ID:{id},Num:61")}),
+            json!({"solidityBlock": format!("Num:61,ID:{id}00")}),
+        ] {
+            let error = parse_finalized(&bytes(&bad)).unwrap_err();
+            assert!(
+                matches!(&error, ChainError::Malformed { what, detail } if what == "node info" && detail.contains("solidityBlock")),
+                "{bad}: {error:?}"
+            );
+        }
+        assert!(matches!(
+            parse_finalized(b"{\"solidityBlock\": "),
+            Err(ChainError::Malformed { .. })
+        ));
+        assert_eq!(
+            parse_finalized(&bytes(&json!({"Error": "busy"}))),
+            Err(ChainError::Node("busy".into()))
+        );
+    }
+
+    /// A node switching branches between a block's body and its infos: the simulated node's
+    /// two versions of every block of many forks, mixed both ways, are never one block.
+    #[test]
+    fn a_body_with_the_infos_of_its_other_version_is_refused() {
+        use tron_sim::{SimChain, SimParams};
+        let params = SimParams {
+            seed: 9,
+            start_block: 1_000,
+            history: 1,
+            txs_per_block: 5,
+            genesis_ms: Some(1_700_000_001_000),
+            frozen: true,
+            fork_rate: 1.0,
+            max_fork_depth: 5,
+            ..SimParams::default()
+        };
+        let mut mixes = 0;
+        let mut malformed = 0;
+        for window in 1..=20u64 {
+            let start = 1_000 - 1_000 % 32 + window * 32;
+            // Each version as the node serves it: at a head inside the fork, then past it.
+            let chain = SimChain::new(SimParams {
+                history: start - 1_000 + 1,
+                ..params.clone()
+            })
+            .unwrap();
+            let (_, depth) = chain.forks_between(start, start)[0];
+            let mut versions = Vec::new();
+            for head in [start + depth - 1, start + depth] {
+                chain.advance(head - chain.head());
+                let n = start;
+                let body = chain.block_json(n).unwrap();
+                let infos = chain.infos_json(n).unwrap();
+                assert!(decode_block(n, body.as_bytes(), infos.as_bytes()).is_ok());
+                versions.push((body, infos));
+            }
+            let [(body_1, infos_1), (body_0, infos_0)] = &versions[..] else {
+                unreachable!()
+            };
+            assert_ne!(body_1, body_0);
+            for (body, infos) in [(body_1, infos_0), (body_0, infos_1)] {
+                mixes += 1;
+                match decode_block(start, body.as_bytes(), infos.as_bytes()) {
+                    Err(ChainError::Malformed { .. }) => malformed += 1,
+                    // The other version is empty: `[]` infos, as from an unsynced node.
+                    Err(ChainError::NodeNotSynced { .. }) => assert_eq!(infos, "[]"),
+                    other => panic!("block {start}: a mixed block decoded: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(mixes, 40);
+        assert!(malformed >= 36, "{malformed} of {mixes}");
     }
 
     #[test]

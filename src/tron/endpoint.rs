@@ -11,14 +11,21 @@ pub enum Endpoint {
     TransactionInfoByBlockNum,
     /// `/wallet/getblockbylimitnext`: a range of blocks.
     BlockByLimitNext,
+    /// `/wallet/getblock` without detail: one block's header, for a walk back over a fork.
+    Block,
+    /// `/wallet/getnodeinfo`: the irreversible ("solidified") block.
+    NodeInfo,
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 4] = [
+    /// In declaration order: `index` is the position here.
+    pub(crate) const ALL: [Endpoint; 6] = [
         Endpoint::NowBlock,
         Endpoint::BlockByNum,
         Endpoint::TransactionInfoByBlockNum,
         Endpoint::BlockByLimitNext,
+        Endpoint::Block,
+        Endpoint::NodeInfo,
     ];
 
     pub(crate) fn path(self) -> &'static str {
@@ -27,6 +34,8 @@ impl Endpoint {
             Endpoint::BlockByNum => "/wallet/getblockbynum",
             Endpoint::TransactionInfoByBlockNum => "/wallet/gettransactioninfobyblocknum",
             Endpoint::BlockByLimitNext => "/wallet/getblockbylimitnext",
+            Endpoint::Block => "/wallet/getblock",
+            Endpoint::NodeInfo => "/wallet/getnodeinfo",
         }
     }
 
@@ -37,6 +46,8 @@ impl Endpoint {
             Endpoint::BlockByNum => "getblockbynum",
             Endpoint::TransactionInfoByBlockNum => "gettransactioninfobyblocknum",
             Endpoint::BlockByLimitNext => "getblockbylimitnext",
+            Endpoint::Block => "getblock",
+            Endpoint::NodeInfo => "getnodeinfo",
         }
     }
 

@@ -14,7 +14,7 @@ use super::Endpoint;
 /// `{"Error"}`, bad JSON), each time it happens, retried or not.
 #[derive(Debug, Default)]
 pub struct ClientStats {
-    requests: [AtomicU64; 4],
+    requests: [AtomicU64; Endpoint::ALL.len()],
     errors: [AtomicU64; ChainErrorKind::ALL.len()],
     retries: AtomicU64,
     penalties: AtomicU64,
@@ -22,7 +22,7 @@ pub struct ClientStats {
     latency_micros_sum: AtomicU64,
     latency_count: AtomicU64,
     /// Request latency per endpoint, for /metrics.
-    pub latency_by_endpoint: [actors::histogram::Histogram; 4],
+    pub latency_by_endpoint: [actors::histogram::Histogram; Endpoint::ALL.len()],
 }
 
 /// A copy of [`ClientStats`] at one moment.

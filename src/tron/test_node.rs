@@ -1,5 +1,5 @@
 //! A scripted node for the client's tests: it answers each request as the test says and
-//! records what it was sent.
+//! records what it was sent. And the simulated node, for what a script would only restate.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
@@ -218,4 +218,36 @@ pub(super) fn chain(head: u64) -> impl Fn(&str, &Value, usize) -> Reply + Send +
         }
         _ => Reply::status(404, "not found"),
     }
+}
+
+/// The first block of the simulated chains the client's tests run against.
+pub(super) const SIM_START: u64 = 1_000;
+
+/// A frozen simulated node whose head is `SIM_START + history - 1`, and a client of it.
+pub(super) async fn sim_node(
+    history: u64,
+    fork_rate: f64,
+    faults: tron_sim::SimFaults,
+) -> (tron_sim::SimHandle, TronClient) {
+    let params = tron_sim::SimParams {
+        seed: 5,
+        start_block: SIM_START,
+        history,
+        txs_per_block: 20,
+        genesis_ms: Some(1_700_000_001_000),
+        frozen: true,
+        fork_rate,
+        ..tron_sim::SimParams::default()
+    };
+    let sim = tron_sim::spawn(params, faults, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = TronClient::new(TronClientConfig {
+        url: sim.url(),
+        rate_limit_rps: 0.0,
+        retry_backoff: Duration::from_millis(10),
+        ..Config::default().client_config()
+    })
+    .unwrap();
+    (sim, client)
 }

@@ -90,6 +90,7 @@ impl Shared {
             "head_timestamp_ms": chain.timestamp_of(head),
             "frozen": p.frozen,
             "fork_rate": p.fork_rate,
+            "max_fork_depth": p.max_fork_depth,
             "requests": requests,
             "faults": faults,
             "penalty_left_ms": self.faults.penalty_left().as_millis() as u64,

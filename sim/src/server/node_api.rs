@@ -1,5 +1,6 @@
-//! java-tron's block endpoints under `/wallet` and `/walletsolidity`: parameters parsed as the
-//! node parses them, its answers (and errors) byte for byte, and the faults applied to them.
+//! java-tron's block endpoints (and `getnodeinfo`) under `/wallet` and `/walletsolidity`:
+//! parameters parsed as the node parses them, its answers (and errors) byte for byte, and the
+//! faults applied to them.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::Response;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::chain::{Rendered, SimChain};
 use crate::faults::{ContentFaults, FaultKind, Gate};
@@ -26,15 +27,17 @@ pub(super) enum Endpoint {
     Block,
     BlockByLimitNext,
     TxInfoByBlockNum,
+    NodeInfo,
 }
 
 impl Endpoint {
-    pub(super) const ALL: [Endpoint; 5] = [
+    pub(super) const ALL: [Endpoint; 6] = [
         Endpoint::NowBlock,
         Endpoint::BlockByNum,
         Endpoint::Block,
         Endpoint::BlockByLimitNext,
         Endpoint::TxInfoByBlockNum,
+        Endpoint::NodeInfo,
     ];
 
     pub(super) fn path(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Endpoint {
             Endpoint::Block => "getblock",
             Endpoint::BlockByLimitNext => "getblockbylimitnext",
             Endpoint::TxInfoByBlockNum => "gettransactioninfobyblocknum",
+            Endpoint::NodeInfo => "getnodeinfo",
         }
     }
 
@@ -81,6 +85,13 @@ struct Params {
 }
 
 impl Params {
+    fn none() -> Params {
+        Params {
+            map: Map::new(),
+            missing_is_error: false,
+        }
+    }
+
     fn parse(method: &Method, uri: &Uri, body: &[u8]) -> Result<Params, String> {
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
@@ -146,9 +157,11 @@ impl Params {
 enum Answer {
     /// A block (or the list of blocks), and the numbers it concerns.
     Blocks { body: Bytes, numbers: Vec<u64> },
+    /// A block's infos, and the head they were rendered at (a fork race needs it).
     Infos {
         rendered: Arc<Rendered>,
         number: u64,
+        head: u64,
     },
     /// `{}`, `[]` or an error: nothing a content fault applies to.
     Plain(Bytes),
@@ -187,7 +200,12 @@ pub(super) async fn node_api(
             "class org.tron.core.exception.StoreException : the node is busy, try later",
         ));
     }
-    let answer = match Params::parse(method, uri, body) {
+    let params = match endpoint {
+        // The node's servlet takes no parameter and reads no body.
+        Endpoint::NodeInfo => Ok(Params::none()),
+        _ => Params::parse(method, uri, body),
+    };
+    let answer = match params {
         Ok(params) => answer(&shared.chain, endpoint, solid, &params)
             .unwrap_or_else(|message| Answer::Plain(node_error(&message))),
         Err(message) => Answer::Plain(node_error(&message)),
@@ -206,11 +224,26 @@ fn apply_content_faults(shared: &Shared, answer: Answer, content: &ContentFaults
             }
             (body, numbers)
         }
-        Answer::Infos { rendered, number } => {
+        Answer::Infos {
+            rendered,
+            number,
+            head,
+        } => {
             if content.empty_infos && rendered.tx_count > 0 {
                 shared.faults.count(FaultKind::EmptyInfos);
                 return Bytes::from_static(EMPTY_ARRAY.as_bytes());
             }
+            let other = content
+                .fork_race
+                .then(|| shared.chain.rendered_other_version(number, head))
+                .flatten();
+            let rendered = match other {
+                Some(other) => {
+                    shared.faults.count(FaultKind::ForkRace);
+                    other
+                }
+                None => rendered,
+            };
             (rendered.infos.clone(), vec![number])
         }
     };
@@ -320,12 +353,56 @@ fn answer(
                 return Ok(nothing());
             }
             match exists(num).and_then(|n| chain.rendered(n, head).map(|r| (n, r))) {
-                Some((number, rendered)) => Answer::Infos { rendered, number },
+                Some((number, rendered)) => Answer::Infos {
+                    rendered,
+                    number,
+                    head,
+                },
                 // The node answers `[]` for a block it has not got, as for an empty one.
                 None => Answer::Plain(Bytes::from_static(EMPTY_ARRAY.as_bytes())),
             }
         }
+        Endpoint::NodeInfo => Answer::Plain(node_info(chain)),
     })
+}
+
+/// java-tron's `getnodeinfo`: its Java object printed by fastjson (keys in alphabetical order),
+/// with the head and the irreversible block as `Num:<n>,ID:<blockID>`. Peers, config and machine
+/// are a plausible few fields: nothing reads them but a human.
+fn node_info(chain: &SimChain) -> Bytes {
+    let head = chain.head();
+    let solid = head.saturating_sub(crate::chain::SOLID_LAG);
+    let described = |n: u64| format!("Num:{n},ID:{}", chain.id_at(n, head));
+    Bytes::from(
+        json!({
+            "activeConnectCount": 3,
+            "beginSyncNum": solid.saturating_sub(1),
+            "block": described(head),
+            "cheatWitnessInfoMap": {},
+            "configNodeInfo": {
+                "codeVersion": "4.8.1",
+                "dbVersion": 2,
+                "discoverEnable": true,
+                "listenPort": 18888,
+                "maxConnectCount": 30,
+                "p2pVersion": "11111",
+                "supportConstant": false
+            },
+            "currentConnectCount": 30,
+            "machineInfo": {
+                "cpuCount": 8,
+                "deadLockThreadCount": 0,
+                "javaVersion": "1.8.0_412",
+                "osName": "Linux amd64",
+                "threadCount": 120
+            },
+            "passiveConnectCount": 27,
+            "peerList": [],
+            "solidityBlock": described(solid),
+            "totalFlow": 0
+        })
+        .to_string(),
+    )
 }
 
 /// `id_or_num` is a number or a 64-hex block id; an id must match the block at its height.
