@@ -211,6 +211,15 @@ impl Eq for ErrorSource {}
 #[error("{0}")]
 struct Message(String);
 
+/// A block's number and hash, without the rest of its header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockId {
+    /// The block number.
+    pub number: u64,
+    /// `blockID`, 64 hex characters.
+    pub hash: String,
+}
+
 /// Whose request it is. When the node's rate limit is what bounds us, the head (and small gaps)
 /// go first: they keep the stream live; the backlog fills the rest of the budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,6 +243,13 @@ pub type BlockSpans = std::collections::HashMap<u64, tracing::Span>;
 pub trait Chain: Send + Sync + 'static {
     /// The node's head block header.
     async fn head(&self) -> Result<BlockHeader, ChainError>;
+
+    /// The header of block `number` as the node serves it now (`/wallet/getblock` without
+    /// detail): what a walk back over a fork compares with the stored hashes.
+    async fn header(&self, number: u64) -> Result<BlockHeader, ChainError>;
+
+    /// The node's irreversible ("solidified") block: at and below it the chain never changes.
+    async fn finalized(&self) -> Result<BlockId, ChainError>;
 
     /// One block, fully decoded. Errors are never partial results: a block either comes back
     /// with every event it holds or not at all.

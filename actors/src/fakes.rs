@@ -5,12 +5,13 @@
 //! drift apart. A test can run the whole tree on them with paused time.
 #![allow(clippy::unwrap_used)]
 
-use crate::chain::{Chain, ChainError, Lane};
+use crate::chain::{BlockId, Chain, ChainError, Lane};
 use crate::model::{Block, BlockHeader, Event, EventBody};
 use crate::retry::{after_failure, NextStep};
 use crate::slot::SlotId;
 use crate::store::{
-    Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store, StoreError,
+    Advance, BlockLink, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -24,11 +25,21 @@ const MAINTENANCE_LIMIT: usize = 1_000;
 /// popped): the Redis store's bound on one claim.
 const CLAIM_POPS_PER_BLOCK: usize = 20;
 
-/// A chain whose head the test moves; block n has n % 3 events; some blocks always fail.
+/// How far the fake chain's solidified block trails its head, unless a test sets it.
+pub const FAKE_SOLID_LAG: u64 = 19;
+
+/// A chain whose head the test moves; block n has n % 3 events; some blocks always fail. A test
+/// can replace blocks by other versions (a fork) with [`FakeChain::fork`].
 #[derive(Default)]
 pub struct FakeChain {
     /// The head block's number.
     pub head: AtomicU64,
+    /// The solidified block; 0 = `head - FAKE_SOLID_LAG`.
+    pub solid: AtomicU64,
+    /// Times the solidified block was asked for.
+    pub finalized_requests: AtomicU64,
+    /// The version each block is served in (absent = 0, the first one).
+    pub versions: Mutex<HashMap<u64, u32>>,
     /// Fetching these blocks fails with a malformed answer, every time.
     pub always_failing: Mutex<HashSet<u64>>,
     /// Fetching these blocks panics (a bug in decoding, say).
@@ -49,14 +60,30 @@ impl FakeChain {
         chain
     }
 
-    /// Block `number` as the chain serves it.
+    /// Block `number` in its first version (what a chain without forks serves).
     pub fn expected(number: u64) -> Block {
+        Self::version_of(number, 0, 0)
+    }
+
+    /// Block `number` in version `version`, its parent in version `parent_version`. Versions
+    /// differ in hash and in their events' transactions.
+    pub fn version_of(number: u64, version: u32, parent_version: u32) -> Block {
+        let tx = if version == 0 {
+            format!("tx{number}")
+        } else {
+            format!("tx{number}v{version}")
+        };
         Block {
-            header: header(number),
+            header: BlockHeader {
+                number,
+                hash: fake_hash(number, version),
+                parent_hash: fake_hash(number.saturating_sub(1), parent_version),
+                timestamp_ms: number * 3000,
+            },
             events: (0..number % 3)
                 .map(|i| Event {
-                    uid: format!("tx{number}_{i}"),
-                    tx: format!("tx{number}"),
+                    uid: format!("{tx}_{i}"),
+                    tx: tx.clone(),
                     body: EventBody::TrxTransfer {
                         from: "TA".into(),
                         to: "TB".into(),
@@ -66,21 +93,59 @@ impl FakeChain {
                 .collect(),
         }
     }
+
+    /// Block `number` as the chain serves it now.
+    pub fn served(&self, number: u64) -> Block {
+        let versions = self.versions.lock().unwrap();
+        let version = |n: u64| versions.get(&n).copied().unwrap_or(0);
+        Self::version_of(number, version(number), version(number.saturating_sub(1)))
+    }
+
+    /// The node switches to another branch: blocks `from..from + depth` are served in a new
+    /// version from now on.
+    pub fn fork(&self, from: u64, depth: u64) {
+        let mut versions = self.versions.lock().unwrap();
+        for number in from..from + depth {
+            *versions.entry(number).or_default() += 1;
+        }
+    }
+
+    fn solid_block(&self) -> u64 {
+        match self.solid.load(Ordering::SeqCst) {
+            0 => self
+                .head
+                .load(Ordering::SeqCst)
+                .saturating_sub(FAKE_SOLID_LAG),
+            solid => solid,
+        }
+    }
 }
 
-fn header(number: u64) -> BlockHeader {
-    BlockHeader {
-        number,
-        hash: format!("{number:064x}"),
-        parent_hash: format!("{:064x}", number.saturating_sub(1)),
-        timestamp_ms: number * 3000,
-    }
+/// The hash of version `version` of block `number`.
+pub fn fake_hash(number: u64, version: u32) -> String {
+    format!("{number:056x}{version:08x}")
 }
 
 #[async_trait]
 impl Chain for FakeChain {
     async fn head(&self) -> Result<BlockHeader, ChainError> {
-        Ok(header(self.head.load(Ordering::SeqCst)))
+        Ok(self.served(self.head.load(Ordering::SeqCst)).header)
+    }
+
+    async fn header(&self, number: u64) -> Result<BlockHeader, ChainError> {
+        if number > self.head.load(Ordering::SeqCst) {
+            return Err(ChainError::NotProduced(number));
+        }
+        Ok(self.served(number).header)
+    }
+
+    async fn finalized(&self) -> Result<BlockId, ChainError> {
+        self.finalized_requests.fetch_add(1, Ordering::SeqCst);
+        let number = self.solid_block();
+        Ok(BlockId {
+            number,
+            hash: self.served(number).header.hash,
+        })
     }
 
     async fn block(&self, number: u64, _lane: Lane) -> Result<Block, ChainError> {
@@ -104,8 +169,34 @@ impl Chain for FakeChain {
         if number > self.head.load(Ordering::SeqCst) {
             return Err(ChainError::NotProduced(number));
         }
-        Ok(Self::expected(number))
+        Ok(self.served(number))
     }
+}
+
+/// An entry of the fake store's stream, beyond the events themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FakeEntry {
+    /// A committed block: its `block` entry (its events precede it).
+    Block {
+        /// The block.
+        number: u64,
+        /// Its hash.
+        hash: String,
+        /// Its events.
+        events: usize,
+    },
+    /// A `block_reverted` entry.
+    Reverted {
+        /// The block.
+        number: u64,
+        /// The orphan's hash.
+        hash: String,
+    },
+    /// A `finalized` entry.
+    Finalized {
+        /// The solidified block.
+        number: u64,
+    },
 }
 
 /// Everything the fake store holds; a test may read it or set it up directly.
@@ -123,6 +214,12 @@ pub struct FakeStoreState {
     pub done: HashSet<u64>,
     /// Commits in order: (block, events).
     pub stream: Vec<(u64, usize)>,
+    /// Every block, retraction and finality entry, in stream order.
+    pub journal: Vec<FakeEntry>,
+    /// The links of committed blocks above the finalized block.
+    pub links: BTreeMap<u64, BlockLink>,
+    /// The finalized block last published.
+    pub finalized: Option<u64>,
     /// block -> failures so far.
     pub attempts: HashMap<u64, u32>,
     /// block -> (due, queue to return to)
@@ -246,7 +343,23 @@ impl Store for FakeStore {
             return Err(StoreError::Unavailable("connection refused".into()));
         }
         let mut s = self.state.lock().unwrap();
-        let number = block.header.number;
+        let header = &block.header;
+        let number = header.number;
+        let differs = |link: Option<&BlockLink>, hash: &str| link.is_some_and(|l| l.hash != hash);
+        if s.done.contains(&number) && differs(s.links.get(&number), &header.hash) {
+            return Ok(CommitOutcome::Unlinked { at: number });
+        }
+        if !s.done.contains(&number) {
+            if let Some(parent) = number.checked_sub(1) {
+                if differs(s.links.get(&parent), &header.parent_hash) {
+                    return Ok(CommitOutcome::Unlinked { at: parent });
+                }
+            }
+            let child = s.links.get(&(number + 1));
+            if child.is_some_and(|c| c.parent_hash != header.hash) {
+                return Ok(CommitOutcome::Unlinked { at: number + 1 });
+            }
+        }
         s.leases.remove(&number);
         let prior = s.attempts.remove(&number).unwrap_or(0);
         s.retry.remove(&number);
@@ -254,10 +367,72 @@ impl Store for FakeStore {
             return Ok(CommitOutcome::AlreadyDone);
         }
         s.stream.push((number, block.events.len()));
+        s.journal.push(FakeEntry::Block {
+            number,
+            hash: header.hash.clone(),
+            events: block.events.len(),
+        });
+        if s.finalized.is_none_or(|f| number > f) {
+            s.links.insert(
+                number,
+                BlockLink {
+                    number,
+                    hash: header.hash.clone(),
+                    parent_hash: header.parent_hash.clone(),
+                },
+            );
+        }
         Ok(CommitOutcome::Published {
             events: block.events.len(),
             attempt: prior + 1,
         })
+    }
+
+    async fn links(&self, from: u64, to: u64) -> Result<Vec<BlockLink>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let s = self.state.lock().unwrap();
+        Ok(s.links.range(from..=to).map(|(_, l)| l.clone()).collect())
+    }
+
+    async fn revert(&self, orphans: &[BlockLink], _now_ms: u64) -> Result<Vec<u64>, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        let mut s = self.state.lock().unwrap();
+        let mut reverted = Vec::new();
+        for orphan in orphans {
+            let number = orphan.number;
+            let stored = s.links.get(&number).map(|l| l.hash.clone());
+            if s.finalized.is_some_and(|f| number <= f) || stored.as_ref() != Some(&orphan.hash) {
+                continue;
+            }
+            s.journal.push(FakeEntry::Reverted {
+                number,
+                hash: orphan.hash.clone(),
+            });
+            s.done.remove(&number);
+            s.links.remove(&number);
+            s.priority.insert(number);
+            reverted.push(number);
+        }
+        Ok(reverted)
+    }
+
+    async fn finalized(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.state.lock().unwrap().finalized)
+    }
+
+    async fn finalize(&self, block: u64, _hash: &str, _now_ms: u64) -> Result<bool, StoreError> {
+        let mut s = self.state.lock().unwrap();
+        if s.finalized.is_some_and(|f| f >= block) {
+            return Ok(false);
+        }
+        s.finalized = Some(block);
+        s.journal.push(FakeEntry::Finalized { number: block });
+        s.links.retain(|number, _| *number >= block);
+        Ok(true)
     }
 
     async fn fail(

@@ -15,6 +15,8 @@ pub struct FaultHooks {
     panic_one_in: AtomicU64,
     /// State of the generator drawing those panics.
     draws: AtomicU64,
+    /// Where the process dies in its next retraction (0 = off), as under SIGKILL.
+    abort_in_retraction: std::sync::atomic::AtomicU8,
     /// Slots whose worker is panicking on purpose, until their supervisor takes note: it logs
     /// the restart as `reason_kind = "fault_hook"`, which the chaos harness counts.
     injected: Mutex<HashSet<SlotId>>,
@@ -27,6 +29,20 @@ impl FaultHooks {
         hooks.panic_one_in.store(n, Ordering::SeqCst);
         hooks.draws.store(seed, Ordering::SeqCst);
         hooks
+    }
+
+    /// The process aborts (no cleanup, as under SIGKILL) at `point` of its next retraction.
+    pub fn abort_in_retraction(&self, point: RetractionPoint) {
+        self.abort_in_retraction
+            .store(point as u8, Ordering::SeqCst);
+    }
+
+    /// Dies here if told to (see [`FaultHooks::abort_in_retraction`]).
+    pub(crate) fn at_retraction_point(&self, point: RetractionPoint) {
+        if self.abort_in_retraction.load(Ordering::SeqCst) == point as u8 {
+            tracing::error!(point = ?point, "Fault hook: the process dies in the middle of a retraction");
+            std::process::abort();
+        }
     }
 
     /// Arms a panic of the worker that next claims `block`, once.
@@ -71,6 +87,16 @@ impl FaultHooks {
             .wrapping_add(crate::rng::GOLDEN);
         crate::rng::mix64(state)
     }
+}
+
+/// The steps of a retraction a test can kill the process between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RetractionPoint {
+    /// The fork is found and walked back; nothing is retracted yet.
+    BeforeRevert = 1,
+    /// The orphans are retracted; their canonical versions are not committed yet.
+    AfterRevert = 2,
 }
 
 #[cfg(test)]

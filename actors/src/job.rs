@@ -4,12 +4,15 @@
 
 use crate::chain::{BlockSpans, ChainError, Lane};
 use crate::clock::now_ms;
+use crate::fork::ForkError;
 use crate::model::Block;
 use crate::services::Services;
 use crate::slot::SlotId;
 use crate::store::{CommitOutcome, FailOutcome, Origin, StoreError};
 use crate::stream_publisher::PublisherMsg;
+use crate::sync_coordinator::CoordinatorMsg;
 use ractor::rpc::CallResult;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -83,7 +86,7 @@ pub(crate) async fn finish_block(
         Ok(block) => {
             span.record("hash", block.header.hash.as_str());
             span.record("events", block.events.len());
-            match publish(services, origin, block).await {
+            match publish_linked(services, origin, Arc::new(block)).await {
                 Ok(outcome) => {
                     match outcome {
                         CommitOutcome::Published { attempt, .. } => {
@@ -93,10 +96,11 @@ pub(crate) async fn finish_block(
                         CommitOutcome::AlreadyDone => {
                             span.record("outcome", "already_done");
                         }
+                        CommitOutcome::Unlinked { .. } => {}
                     }
                     return Ok(BlockOutcome::Committed(outcome));
                 }
-                Err(error) => (error.kind(), error.to_string()),
+                Err(refusal) => (refusal.kind(), refusal.to_string()),
             }
         }
         Err(error) => (error.kind(), error.to_string()),
@@ -150,11 +154,86 @@ pub(crate) async fn finish_block(
     Ok(BlockOutcome::Failed(outcome))
 }
 
+/// Why a fetched block was not committed.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fork(#[from] ForkError),
+    /// Still contradicts a committed block after the walk back: this version of the block is
+    /// not the node's (fetched before it switched, or from a node on another branch).
+    #[error(
+        "block {block} ({hash}) does not link to committed block {at}, even after the walk back"
+    )]
+    Unlinked { block: u64, hash: String, at: u64 },
+}
+
+impl Refusal {
+    fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Store(error) => error.kind(),
+            Refusal::Fork(error) => error.kind(),
+            Refusal::Unlinked { .. } => "fork_unlinked",
+        }
+    }
+}
+
+/// Commits the block; when it contradicts a committed block (the node switched branches), has
+/// the coordinator walk back and retract the orphans, then tries once more. Never returns
+/// [`CommitOutcome::Unlinked`].
+async fn publish_linked(
+    services: &Services,
+    origin: Origin,
+    block: Arc<Block>,
+) -> Result<CommitOutcome, Refusal> {
+    let first = publish(services, origin, Arc::clone(&block)).await?;
+    let CommitOutcome::Unlinked { at } = first else {
+        return Ok(first);
+    };
+    let number = block.header.number;
+    tracing::info!(
+        block = number,
+        at,
+        "Block contradicts a committed block: walking back"
+    );
+    let coordinator = services
+        .directory
+        .coordinator()
+        .ok_or_else(|| StoreError::Unavailable("sync coordinator not running".into()))?;
+    let answer = coordinator
+        .call(
+            |reply| CoordinatorMsg::Reconcile { at, reply },
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sync coordinator: {e}")))?;
+    match answer {
+        CallResult::Success(result) => {
+            result?;
+        }
+        CallResult::Timeout | CallResult::SenderError => {
+            return Err(StoreError::Unavailable(
+                "sync coordinator did not finish the walk back".into(),
+            )
+            .into())
+        }
+    }
+    match publish(services, origin, Arc::clone(&block)).await? {
+        CommitOutcome::Unlinked { at } => Err(Refusal::Unlinked {
+            block: number,
+            hash: block.header.hash.clone(),
+            at,
+        }),
+        outcome => Ok(outcome),
+    }
+}
+
 /// Hands the block to the StreamPublisher and waits for its commit.
 async fn publish(
     services: &Services,
     origin: Origin,
-    block: Block,
+    block: Arc<Block>,
 ) -> Result<CommitOutcome, StoreError> {
     let publisher = services
         .directory
@@ -164,7 +243,7 @@ async fn publish(
         .call(
             |reply| PublisherMsg::Commit {
                 origin,
-                block: Box::new(block),
+                block,
                 reply,
             },
             Some(Duration::from_secs(30)),

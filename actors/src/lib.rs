@@ -26,6 +26,7 @@
 //! - `job` — fetch, commit or fail one leased block (shared by all workers)
 //! - `services`, `directory`, `slot_state` — what the actors share, where the others are, what
 //!   every lease-holding worker keeps (resume flag, outage backoff, lease heartbeat)
+//! - [`fork`] — the walk back over a fork: which committed blocks the node no longer has
 //! - [`sync_rule`], [`retry`], `poll_schedule` — the pure rules (sync table, retry schedule,
 //!   when to poll the head)
 //! - [`model`], [`chain`], [`store`] — the data and the two traits; [`store::Origin`] says where
@@ -44,6 +45,7 @@ pub mod clock;
 mod directory;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fakes;
+pub mod fork;
 pub mod histogram;
 pub mod hooks;
 mod job;

@@ -4,8 +4,21 @@
 use crate::sync_rule::GapLimits;
 use std::time::Duration;
 
+/// Which blocks the tree publishes (`sync.follow`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Follow {
+    /// Every block as soon as the node has it; a block replaced by a fork is retracted
+    /// (`block_reverted`) and its canonical version published.
+    Head,
+    /// Only blocks at or below the node's solidified block (~19 blocks, ~57 s behind the
+    /// head): nothing is ever retracted.
+    Finalized,
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Which blocks to publish: the head's, or only final ones.
+    pub follow: Follow,
     pub limits: GapLimits,
     /// Treat `start_block - 1` as last synced on a first run (backfill from a chosen block).
     pub start_block: Option<u64>,
@@ -45,6 +58,7 @@ impl Settings {
     /// settings from `config/default.toml` (`Config::settings` in the root crate).
     pub(crate) fn for_tests() -> Self {
         Settings {
+            follow: Follow::Head,
             limits: GapLimits {
                 priority_max_gap: 20,
                 backlog_max: 201_600,

@@ -13,6 +13,14 @@ pub struct TreeStats {
     pub head: AtomicU64,
     /// Timestamp of that head block (ms).
     pub head_time_ms: AtomicU64,
+    /// The node's solidified block as last published in a `finalized` entry (0 = none yet).
+    pub finalized: AtomicU64,
+    /// Forks found: walks back that retracted at least one block.
+    pub forks: AtomicU64,
+    /// Blocks retracted (`block_reverted` entries written).
+    pub reverted_blocks: AtomicU64,
+    /// Walks back refused because the node contradicts a finalized block (a broken node).
+    pub deep_fork_refusals: AtomicU64,
     /// Time of each commit script, as the StreamPublisher sees it.
     pub commit_latency: crate::histogram::Histogram,
     /// Restarts per child: its worker slot's name, `publisher` or `coordinator`.

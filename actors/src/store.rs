@@ -129,6 +129,27 @@ pub enum CommitOutcome {
     },
     /// The block was already done; nothing was written (a re-processing after a crash).
     AlreadyDone,
+    /// Nothing was written and the lease is kept: the block does not link to the committed
+    /// block `at` (`at` is the block's parent and its stored hash is not the block's
+    /// `parent_hash`, or `at` is its child and names another parent, or `at` is the block
+    /// itself, committed in another version). The node switched forks: the coordinator walks
+    /// back from `at` before the block is tried again.
+    Unlinked {
+        /// The committed block the new one contradicts.
+        at: u64,
+    },
+}
+
+/// What is kept of a committed block while it may still be replaced (above the finalized
+/// block): enough to check that its neighbours link to it, and to retract it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockLink {
+    /// The block number.
+    pub number: u64,
+    /// Its `blockID`.
+    pub hash: String,
+    /// Its `parentHash`.
+    pub parent_hash: String,
 }
 
 /// Result of recording a failed attempt.
@@ -251,6 +272,23 @@ pub trait Store: Send + Sync + 'static {
         block: &Block,
         now_ms: u64,
     ) -> Result<CommitOutcome, StoreError>;
+
+    /// The links kept of committed blocks `from..=to`, lowest first. A committed block has one
+    /// exactly when it was committed above the finalized block and is not yet below it.
+    async fn links(&self, from: u64, to: u64) -> Result<Vec<BlockLink>, StoreError>;
+
+    /// Retracts orphaned blocks, `orphans` newest first, in one atomic step: for each whose
+    /// stored link still has the orphan's hash, one `block_reverted` entry, its done mark and
+    /// link cleared, and the block back on the priority queue; others are left alone. Returns
+    /// the blocks retracted. A block at or below the finalized block is never retracted.
+    async fn revert(&self, orphans: &[BlockLink], now_ms: u64) -> Result<Vec<u64>, StoreError>;
+
+    /// The finalized block as last published; `None` before the first.
+    async fn finalized(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Publishes a `finalized` entry for `block` (the node's solidified block, hash `hash`) if
+    /// it is above the stored one, and forgets the links below it; returns whether it moved.
+    async fn finalize(&self, block: u64, hash: &str, now_ms: u64) -> Result<bool, StoreError>;
 
     /// Records a failed attempt: the block goes to the retry set, due after the delay for this
     /// attempt in `delays_ms`, or to the dead-letter set once they are used up. Drops the lease.

@@ -25,7 +25,7 @@ pub(crate) struct StreamPublisher {
 pub(crate) enum PublisherMsg {
     Commit {
         origin: Origin,
-        block: Box<Block>,
+        block: Arc<Block>,
         reply: RpcReplyPort<Result<CommitOutcome, StoreError>>,
     },
 }
@@ -122,6 +122,12 @@ async fn commit(
         Ok(CommitOutcome::AlreadyDone) => tracing::info!(
             block = block.header.number,
             "Block was already committed, nothing written"
+        ),
+        Ok(CommitOutcome::Unlinked { at }) => tracing::info!(
+            block = block.header.number,
+            hash = block.header.hash.as_str(),
+            at,
+            "Block does not link to a committed block, nothing written"
         ),
         Err(error) => {
             crate::trace::record_failure(

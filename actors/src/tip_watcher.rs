@@ -64,7 +64,7 @@ impl TipWatcher {
         let decision = match coordinator
             .call(
                 |reply| CoordinatorMsg::NewTip {
-                    head: number,
+                    head: head.clone(),
                     reply,
                 },
                 Some(Duration::from_secs(60)),

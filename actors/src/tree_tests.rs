@@ -237,3 +237,114 @@ async fn shutdown_commits_what_finishes_within_the_grace_and_hands_back_the_rest
     assert_eq!(s.backlog.iter().copied().collect::<Vec<_>>(), vec![60]);
     assert!(s.leases.is_empty(), "{:?}", s.leases);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fork_under_the_head_is_retracted_newest_first_and_its_canonical_blocks_published() {
+    use crate::fakes::{fake_hash, FakeEntry};
+    use std::sync::atomic::Ordering;
+    let tree = start(FakeChain::with_head(100), store_with_last(95), settings()).await;
+    until(Duration::from_secs(10), "blocks 96..=100 done", || {
+        tree.all_done(96, 100)
+    })
+    .await;
+    // The node switches: 98..=100 are replaced and block 101 is built on the new branch.
+    tree.chain.fork(98, 3);
+    tree.chain.head.store(101, Ordering::SeqCst);
+    until(
+        Duration::from_secs(30),
+        "101 and the new 98..=100 done",
+        || {
+            let s = tree.store.state.lock().unwrap();
+            s.done.contains(&101)
+                && (98..=100).all(|n| s.links.get(&n).is_some_and(|l| l.hash == fake_hash(n, 1)))
+        },
+    )
+    .await;
+    let stats = tree.handle.stats().clone();
+    let store = tree.store.clone();
+    tree.handle.shutdown(Duration::from_secs(5)).await;
+    let s = store.state.lock().unwrap();
+    let reverted: Vec<&FakeEntry> = s
+        .journal
+        .iter()
+        .filter(|e| matches!(e, FakeEntry::Reverted { .. }))
+        .collect();
+    let orphan = |number| FakeEntry::Reverted {
+        number,
+        hash: fake_hash(number, 0),
+    };
+    assert_eq!(reverted, vec![&orphan(100), &orphan(99), &orphan(98)]);
+    // Each block of the old branch was committed once, then once more in its new version.
+    let commits: Vec<u64> = s.stream.iter().map(|(b, _)| *b).collect();
+    for number in 96..=101 {
+        let expected = if (98..=100).contains(&number) { 2 } else { 1 };
+        assert_eq!(
+            commits.iter().filter(|b| **b == number).count(),
+            expected,
+            "{number}"
+        );
+    }
+    let standing = |number: u64| s.links.get(&number).map(|l| l.hash.clone());
+    assert_eq!(standing(97), Some(fake_hash(97, 0)));
+    assert_eq!(standing(100), Some(fake_hash(100, 1)));
+    assert_eq!(standing(101), Some(fake_hash(101, 0)));
+    assert_eq!(stats.forks.load(Ordering::SeqCst), 1);
+    assert_eq!(stats.reverted_blocks.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn following_finalized_publishes_only_final_blocks_and_never_retracts() {
+    use crate::fakes::FakeEntry;
+    use crate::settings::Follow;
+    use std::sync::atomic::Ordering;
+    let settings = Settings {
+        follow: Follow::Finalized,
+        ..settings()
+    };
+    let tree = start(FakeChain::with_head(100), store_with_last(75), settings).await;
+    until(Duration::from_secs(10), "blocks 76..=81 done", || {
+        tree.all_done(76, 81)
+    })
+    .await;
+    // A fork above the solidified block changes nothing that was published.
+    tree.chain.fork(95, 6);
+    tree.chain.head.store(105, Ordering::SeqCst);
+    until(Duration::from_secs(10), "blocks 82..=86 done", || {
+        tree.all_done(82, 86)
+    })
+    .await;
+    let store = tree.store.clone();
+    tree.handle.shutdown(Duration::from_secs(5)).await;
+    let s = store.state.lock().unwrap();
+    assert_eq!(s.done.iter().copied().max(), Some(86));
+    assert!(s
+        .journal
+        .iter()
+        .all(|e| !matches!(e, FakeEntry::Reverted { .. })));
+    let finalized: Vec<u64> = s
+        .journal
+        .iter()
+        .filter_map(|e| match e {
+            FakeEntry::Finalized { number } => Some(*number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finalized, vec![81, 86]);
+    assert_eq!(s.finalized, Some(86));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_solidified_block_is_asked_for_once_per_new_head_however_often_the_head_is_polled() {
+    use std::sync::atomic::Ordering;
+    let tree = start(FakeChain::with_head(100), store_with_last(99), settings()).await;
+    // 20 polls of the same head (every 500 ms).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(tree.all_done(100, 100));
+    assert_eq!(tree.chain.finalized_requests.load(Ordering::SeqCst), 1);
+    tree.chain.head.store(101, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(tree.all_done(101, 101));
+    assert_eq!(tree.chain.finalized_requests.load(Ordering::SeqCst), 2);
+    assert_eq!(tree.store.state.lock().unwrap().finalized, Some(101 - 19));
+    tree.handle.shutdown(Duration::from_secs(5)).await;
+}
