@@ -12,8 +12,10 @@
 //! | `<p>:retry_path`, `<p>:attempts` | hash | block -> queue to return to, failures so far |
 //! | `<p>:dead` | hash | block -> dead-letter record (JSON) |
 //! | `<p>:done` | bitmap | bit n = block n committed (about 10 MB for the whole chain) |
-//! | `<p>:events` (or `stream.key`) | stream | the events |
-//! | `<p>:stats` | hash | `blocks:<origin>`, `events:<origin>`, `last_block_time` ([`StoreStats`]) |
+//! | `<p>:events` (or `stream.key`) | stream | the entries: events, `block`, `block_reverted`, `finalized` |
+//! | `<p>:links` | sorted set | the links of committed blocks above the finalized block: score = number, member `<number>\|<hash>\|<parent_hash>` (`LinkMember`) |
+//! | `<p>:finalized` | string | the finalized block as last published |
+//! | `<p>:stats` | hash | `blocks:<origin>`, `events:<origin>`, `last_block_time`, `reverted_blocks`, `forks` ([`StoreStats`]) |
 //!
 //! The lease hash is the only record of who holds a block: a slot's leases are the entries
 //! whose value names it. Versions before this one also kept a set `<p>:owned:<slot>` per slot, which
@@ -21,8 +23,8 @@
 //! upgraded in place resumes the leases an older one left from the lease hash alone, and the
 //! leftover sets are inert (delete them at leisure).
 //!
-//! The names are written once, in `schema.rs`: the key names, the lease value and the stats
-//! fields; the scripts are given every key they touch (`scripts.rs`).
+//! The names are written once, in `schema.rs`: the key names, the lease value, the link member
+//! and the stats fields; the scripts are given every key they touch (`scripts.rs`).
 
 mod schema;
 mod scripts;
@@ -32,15 +34,16 @@ pub use schema::Keys;
 pub use stats::{StoreSnapshot, StoreStats};
 
 use actors::chain::ErrorSource;
-use actors::model::Block;
+use actors::model::{finalized_entry_fields, reverted_entry_fields, Block};
 use actors::slot::SlotId;
 use actors::store::{
-    Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store, StoreError,
+    Advance, BlockLink, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
-use schema::{LeaseValue, StatsField};
+use schema::{LeaseValue, LinkMember, StatsField};
 use scripts::Scripts;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -80,6 +83,26 @@ pub struct RedisStore {
 
 fn unavailable(error: redis::RedisError) -> StoreError {
     StoreError::Client(ErrorSource::new(error))
+}
+
+/// Adds one stream entry's fields to a script's ARGV: their count (names and values), then each
+/// name and value.
+fn entry_args(args: &mut Vec<String>, fields: Vec<(&'static str, String)>) {
+    args.push((fields.len() * 2).to_string());
+    for (name, value) in fields {
+        args.push(name.to_string());
+        args.push(value);
+    }
+}
+
+/// Reads a stored block number (`last_synced`, `finalized`).
+fn parse_block(key: &str, value: Option<String>) -> Result<Option<u64>, StoreError> {
+    value
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| StoreError::Protocol(format!("{key} holds {v:?}")))
+        })
+        .transpose()
 }
 
 impl RedisStore {
@@ -135,8 +158,9 @@ impl RedisStore {
             HashMap<u64, String>,
             HashMap<String, u64>,
             u64,
+            Option<u64>,
         );
-        let (last, priority, backlog, retry, dead, leases, stats, stream_len): Reply =
+        let (last, priority, backlog, retry, dead, leases, stats, stream_len, finalized): Reply =
             redis::pipe()
                 .get(self.keys.last_synced())
                 .zcard(self.keys.queue(Queue::Priority))
@@ -146,6 +170,7 @@ impl RedisStore {
                 .hgetall(self.keys.lease())
                 .hgetall(self.keys.stats())
                 .xlen(self.keys.events())
+                .get(self.keys.finalized())
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
@@ -163,6 +188,7 @@ impl RedisStore {
             leases_by_slot,
             stats: StoreStats::parse(&stats),
             stream_len,
+            finalized,
         })
     }
 
@@ -264,17 +290,9 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn last_synced(&self) -> Result<Option<u64>, StoreError> {
         let mut conn = self.conn.clone();
-        let value: Option<String> = conn
-            .get(self.keys.last_synced())
-            .await
-            .map_err(unavailable)?;
-        value
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    StoreError::Protocol(format!("{} holds {v:?}", self.keys.last_synced()))
-                })
-            })
-            .transpose()
+        let key = self.keys.last_synced();
+        let value: Option<String> = conn.get(&key).await.map_err(unavailable)?;
+        parse_block(&key, value)
     }
 
     async fn advance(&self, advance: &Advance) -> Result<(), StoreError> {
@@ -391,24 +409,27 @@ impl Store for RedisStore {
         // ScriptInvocation allocates each on its own (a fifth of the daemon's time, callgrind).
         let keys = script.key_names(&self.keys);
         let mut cmd = redis::cmd("EVALSHA");
+        let header = &block.header;
         cmd.arg(script.hash())
             .arg(keys.len())
             .arg(&keys)
-            .arg(block.header.number)
+            .arg(header.number)
             .arg(minid)
-            .arg(block.header.timestamp_ms)
+            .arg(header.timestamp_ms)
+            .arg(&header.hash)
+            .arg(&header.parent_hash)
             .arg(StatsField::Blocks(origin).name())
             .arg(StatsField::Events(origin).name())
             .arg(StatsField::LastBlockTime.name())
             .arg(block.events.len());
-        for event in &block.events {
-            let fields = event.stream_fields(&block.header);
+        let events = block.events.iter().map(|e| e.stream_fields(header.number));
+        for fields in events.chain([header.block_entry_fields(block.events.len())]) {
             cmd.arg(fields.len() * 2);
             for (name, value) in fields {
                 cmd.arg(name).arg(value);
             }
         }
-        let answer = match cmd.query_async::<(i64, u32)>(&mut conn).await {
+        let answer = match cmd.query_async::<(i64, u64)>(&mut conn).await {
             Err(error)
                 if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
@@ -422,15 +443,92 @@ impl Store for RedisStore {
             }
             other => other,
         };
-        let (added, prior_failures) = answer.map_err(unavailable)?;
-        Ok(if added < 0 {
-            CommitOutcome::AlreadyDone
-        } else {
-            CommitOutcome::Published {
+        let (status, value) = answer.map_err(unavailable)?;
+        match status {
+            -2 => Ok(CommitOutcome::Unlinked { at: value }),
+            -1 => Ok(CommitOutcome::AlreadyDone),
+            added if added >= 0 => Ok(CommitOutcome::Published {
                 events: added as usize,
-                attempt: prior_failures + 1,
-            }
-        })
+                attempt: u32::try_from(value)
+                    .map_err(|_| StoreError::Protocol(format!("{value} prior failures")))?
+                    + 1,
+            }),
+            other => Err(StoreError::Protocol(format!(
+                "commit script said {other}, {value}"
+            ))),
+        }
+    }
+
+    async fn links(&self, from: u64, to: u64) -> Result<Vec<BlockLink>, StoreError> {
+        let mut conn = self.conn.clone();
+        // Scores are doubles: past 2^53 a bound is no block number, and u64::MAX means "all".
+        let to = if to >= 1 << 53 {
+            "+inf".to_string()
+        } else {
+            to.to_string()
+        };
+        let members: Vec<String> = conn
+            .zrangebyscore(self.keys.links(), from, to)
+            .await
+            .map_err(unavailable)?;
+        members
+            .iter()
+            .map(|member| {
+                LinkMember::parse(member)
+                    .map(|m| m.link())
+                    .ok_or_else(|| StoreError::Protocol(format!("link {member:?}")))
+            })
+            .collect()
+    }
+
+    async fn revert(&self, orphans: &[BlockLink], now_ms: u64) -> Result<Vec<u64>, StoreError> {
+        if orphans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut args = vec![
+            now_ms.saturating_sub(self.retention_ms).to_string(),
+            StatsField::RevertedBlocks.name(),
+            StatsField::Forks.name(),
+        ];
+        for orphan in orphans {
+            args.push(orphan.number.to_string());
+            args.push(orphan.hash.clone());
+            entry_args(
+                &mut args,
+                reverted_entry_fields(orphan.number, &orphan.hash),
+            );
+        }
+        self.scripts
+            .revert
+            .invocation(&self.keys)
+            .arg(args)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn finalized(&self) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.finalized();
+        let value: Option<String> = conn.get(&key).await.map_err(unavailable)?;
+        parse_block(&key, value)
+    }
+
+    async fn finalize(&self, block: u64, hash: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut args = vec![
+            block.to_string(),
+            now_ms.saturating_sub(self.retention_ms).to_string(),
+        ];
+        entry_args(&mut args, finalized_entry_fields(block, hash));
+        self.scripts
+            .finalize
+            .invocation(&self.keys)
+            .arg(args)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
     }
 
     async fn fail(

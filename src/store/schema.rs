@@ -1,11 +1,12 @@
 //! The store's Redis schema, written once: the key names ([`Keys`], and [`Key`], the keys a
-//! script may be given), the value of a lease ([`LeaseValue`]) and the fields of the stats hash.
-//! The Lua scripts build no key name and parse no lease themselves: they receive every key in
-//! KEYS, bound to the names [`Key::lua_name`] gives, and their lease helpers are the Lua twin of
-//! [`LeaseValue`] (see `scripts.rs`).
+//! script may be given), the value of a lease ([`LeaseValue`]), the member of a block's link
+//! ([`LinkMember`]) and the fields of the stats hash. The Lua scripts build no key name and parse
+//! no lease or link themselves: they receive every key in KEYS, bound to the names
+//! [`Key::lua_name`] gives, and their lease and link helpers are the Lua twins of [`LeaseValue`]
+//! and [`LinkMember`] (see `scripts.rs`).
 
 use actors::slot::SlotId;
-use actors::store::{Origin, Queue};
+use actors::store::{BlockLink, Origin, Queue};
 use std::fmt;
 
 /// Key names under one prefix.
@@ -54,6 +55,8 @@ impl Keys {
             Key::Done => self.done(),
             Key::Events => self.events(),
             Key::Stats => self.stats(),
+            Key::Links => self.links(),
+            Key::Finalized => self.finalized(),
         }
     }
 
@@ -104,6 +107,15 @@ impl Keys {
     pub fn stats(&self) -> String {
         self.key("stats")
     }
+    /// The links of committed blocks above the finalized block: a sorted set, score = number,
+    /// member = [`LinkMember`].
+    pub fn links(&self) -> String {
+        self.key("links")
+    }
+    /// The finalized block as last published.
+    pub fn finalized(&self) -> String {
+        self.key("finalized")
+    }
 }
 
 /// A key a script may be given. Each script lists the ones it touches; Rust passes them in KEYS
@@ -123,6 +135,8 @@ pub(crate) enum Key {
     Done,
     Events,
     Stats,
+    Links,
+    Finalized,
 }
 
 impl Key {
@@ -141,6 +155,8 @@ impl Key {
             Key::Done => "DONE",
             Key::Events => "EVENTS",
             Key::Stats => "STATS",
+            Key::Links => "LINKS",
+            Key::Finalized => "FINALIZED",
         }
     }
 }
@@ -179,7 +195,50 @@ impl fmt::Display for LeaseValue<'_> {
     }
 }
 
-/// A field of the stats hash `<p>:stats`, which the commit script counts up and
+/// A block's link as stored in `<p>:links`: the member `<number>|<hash>|<parent_hash>`, scored
+/// by the number. A sorted set makes the two things done with links one command each: read the
+/// links of a range of blocks (`ZRANGEBYSCORE`) and forget those below the finalized block
+/// (`ZREMRANGEBYSCORE`); a hash keyed by number would need the numbers to be known. The number is
+/// in the member too so that the member alone is the whole link. Its Lua twin is the
+/// `link_member`, `link_hash` and `link_parent` helpers of `scripts.rs`, which write and read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LinkMember<'a> {
+    number: u64,
+    hash: &'a str,
+    parent_hash: &'a str,
+}
+
+impl<'a> LinkMember<'a> {
+    /// Reads a stored member; `None` for one no version of ours wrote.
+    pub(crate) fn parse(member: &'a str) -> Option<Self> {
+        let mut parts = member.splitn(3, '|');
+        let number = parts.next()?.parse().ok()?;
+        let hash = parts.next()?;
+        let parent_hash = parts.next()?;
+        Some(LinkMember {
+            number,
+            hash,
+            parent_hash,
+        })
+    }
+
+    /// The link it stores.
+    pub(crate) fn link(&self) -> BlockLink {
+        BlockLink {
+            number: self.number,
+            hash: self.hash.to_string(),
+            parent_hash: self.parent_hash.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for LinkMember<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}|{}|{}", self.number, self.hash, self.parent_hash)
+    }
+}
+
+/// A field of the stats hash `<p>:stats`, which the commit and revert scripts count up and
 /// [`StoreStats`](super::StoreStats) reads back: the names are written here only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StatsField {
@@ -189,22 +248,35 @@ pub(crate) enum StatsField {
     Events(Origin),
     /// The newest block time published (ms): `last_block_time`.
     LastBlockTime,
+    /// Blocks retracted (`block_reverted` entries written): `reverted_blocks`.
+    RevertedBlocks,
+    /// Reverts that retracted at least one block: `forks`.
+    Forks,
 }
 
 impl StatsField {
+    /// The fields without an origin.
+    const PLAIN: [StatsField; 3] = [
+        StatsField::LastBlockTime,
+        StatsField::RevertedBlocks,
+        StatsField::Forks,
+    ];
+
     /// The field's name in the hash.
     pub(crate) fn name(self) -> String {
         match self {
             StatsField::Blocks(origin) => format!("blocks:{}", origin.as_str()),
             StatsField::Events(origin) => format!("events:{}", origin.as_str()),
             StatsField::LastBlockTime => "last_block_time".to_string(),
+            StatsField::RevertedBlocks => "reverted_blocks".to_string(),
+            StatsField::Forks => "forks".to_string(),
         }
     }
 
     /// Reads a field's name back; `None` for a field no version of ours wrote.
     pub(crate) fn parse(name: &str) -> Option<StatsField> {
-        if name == "last_block_time" {
-            return Some(StatsField::LastBlockTime);
+        if let Some(plain) = Self::PLAIN.into_iter().find(|f| f.name() == name) {
+            return Some(plain);
         }
         let (what, origin) = name.split_once(':')?;
         let origin = Origin::parse(origin)?;
@@ -236,6 +308,21 @@ mod tests {
     }
 
     #[test]
+    fn a_link_member_is_the_number_the_hash_and_the_parent_hash() {
+        let link = BlockLink {
+            number: 81,
+            hash: "00aa".into(),
+            parent_hash: "00bb".into(),
+        };
+        let member = "81|00aa|00bb";
+        let parsed = LinkMember::parse(member);
+        assert_eq!(parsed.map(|m| m.link()), Some(link));
+        assert_eq!(parsed.map(|m| m.to_string()).as_deref(), Some(member));
+        assert_eq!(LinkMember::parse("81|00aa"), None);
+        assert_eq!(LinkMember::parse("x|00aa|00bb"), None);
+    }
+
+    #[test]
     fn every_stats_field_reads_back_as_itself() {
         for origin in Origin::ALL {
             for field in [StatsField::Blocks(origin), StatsField::Events(origin)] {
@@ -244,10 +331,18 @@ mod tests {
         }
         assert_eq!(StatsField::Blocks(Origin::Tip).name(), "blocks:tip");
         assert_eq!(StatsField::Events(Origin::Backlog).name(), "events:backlog");
+        for field in StatsField::PLAIN {
+            assert_eq!(StatsField::parse(&field.name()), Some(field));
+        }
         assert_eq!(
             StatsField::parse("last_block_time"),
             Some(StatsField::LastBlockTime)
         );
+        assert_eq!(
+            StatsField::parse("reverted_blocks"),
+            Some(StatsField::RevertedBlocks)
+        );
+        assert_eq!(StatsField::parse("forks"), Some(StatsField::Forks));
         assert_eq!(StatsField::parse("blocks:elsewhere"), None);
         assert_eq!(StatsField::parse("other"), None);
     }

@@ -26,6 +26,14 @@ local function queue_of(origin)
 end
 "#;
 
+/// Always in the prelude: a block's link as stored in LINKS, which touches no key.
+const LINK_MEMBER: &str = r#"
+-- A link's member is number|hash|parent_hash (LinkMember in schema.rs is its twin).
+local function link_member(b, hash, parent) return b .. '|' .. hash .. '|' .. parent end
+local function link_hash(m) return string.match(m, '^[^|]*|([^|]*)|') end
+local function link_parent(m) return string.match(m, '^[^|]*|[^|]*|(.*)$') end
+"#;
+
 /// A prelude helper that touches keys: included in the scripts given all of `keys`.
 struct Helper {
     keys: &'static [Key],
@@ -33,6 +41,15 @@ struct Helper {
 }
 
 const HELPERS: &[Helper] = &[
+    Helper {
+        keys: &[Key::Links],
+        source: r#"
+-- The stored link of block n (its member), or nil.
+local function link_at(n)
+  return redis.call('ZRANGEBYSCORE', LINKS, n, n)[1]
+end
+"#,
+    },
     Helper {
         keys: &[Key::PriorityQueue, Key::BacklogQueue],
         source: r#"
@@ -115,40 +132,101 @@ end
 return out
 "#;
 
-/// ARGV: block, minid, block time, then the stats fields to count up (blocks, events, last block
-/// time), event count, then per event: 2*fields, f1, v1...
-/// Returns {events added, failed attempts before this one}, or {-1, 0} when already done.
+/// ARGV: block, minid, block time, hash, parent hash, then the stats fields to count up (blocks,
+/// events, last block time), event count, then per event and then for the block entry: 2*fields,
+/// f1, v1...
+/// Returns {events added, failed attempts before this one}, {-1, 0} when already done, or
+/// {-2, at} when the block does not link to the committed block `at` (nothing written, the
+/// lease and the retry state kept): the twin of `FakeStore::commit`.
 const COMMIT: &str = r#"
 local b = ARGV[1]
+local number = tonumber(b)
+local hash, parent = ARGV[4], ARGV[5]
+local done = redis.call('GETBIT', DONE, b) == 1
+if done then
+  local own = link_at(number)
+  if own and link_hash(own) ~= hash then return {-2, number} end
+else
+  if number > 0 then
+    local before = link_at(number - 1)
+    if before and link_hash(before) ~= parent then return {-2, number - 1} end
+  end
+  local after = link_at(number + 1)
+  if after and link_parent(after) ~= hash then return {-2, number + 1} end
+end
 local prior = tonumber(redis.call('HGET', ATTEMPTS, b) or '0')
-local function forget_retries()
-  redis.call('HDEL', ATTEMPTS, b)
-  redis.call('ZREM', RETRY, b)
-  redis.call('HDEL', RETRY_PATH, b)
-end
-if redis.call('GETBIT', DONE, b) == 1 then
-  release_lease(b)
-  forget_retries()
-  return {-1, 0}
-end
-local n = tonumber(ARGV[7])
-local i = 8
-for e = 1, n do
+release_lease(b)
+redis.call('HDEL', ATTEMPTS, b)
+redis.call('ZREM', RETRY, b)
+redis.call('HDEL', RETRY_PATH, b)
+if done then return {-1, 0} end
+local n = tonumber(ARGV[9])
+local i = 10
+-- n events, then the block entry that ends them
+for e = 1, n + 1 do
   local count = tonumber(ARGV[i])
   redis.call('XADD', EVENTS, '*', unpack(ARGV, i + 1, i + count))
   i = i + count + 1
 end
 redis.call('SETBIT', DONE, b, 1)
-if n > 0 then redis.call('XTRIM', EVENTS, 'MINID', '~', ARGV[2]) end
-release_lease(b)
-forget_retries()
-redis.call('HINCRBY', STATS, ARGV[4], 1)
-redis.call('HINCRBY', STATS, ARGV[5], n)
+-- Below the finalized block a block can no longer be replaced: no link to check it by.
+local finalized = redis.call('GET', FINALIZED)
+if not finalized or number > tonumber(finalized) then
+  redis.call('ZREMRANGEBYSCORE', LINKS, number, number)
+  redis.call('ZADD', LINKS, number, link_member(b, hash, parent))
+end
+redis.call('XTRIM', EVENTS, 'MINID', '~', ARGV[2])
+redis.call('HINCRBY', STATS, ARGV[6], 1)
+redis.call('HINCRBY', STATS, ARGV[7], n)
 -- The newest block time published, for the lag in seconds.
-if tonumber(redis.call('HGET', STATS, ARGV[6]) or '0') < tonumber(ARGV[3]) then
-  redis.call('HSET', STATS, ARGV[6], ARGV[3])
+if tonumber(redis.call('HGET', STATS, ARGV[8]) or '0') < tonumber(ARGV[3]) then
+  redis.call('HSET', STATS, ARGV[8], ARGV[3])
 end
 return {n, prior}
+"#;
+
+/// ARGV: minid, the stats fields to count up (reverted blocks, forks), then per orphan, newest
+/// first: block, hash, 2*fields, f1, v1... of its `block_reverted` entry.
+/// Returns the blocks retracted, in the order given: the twin of `FakeStore::revert`.
+const REVERT: &str = r#"
+local finalized = tonumber(redis.call('GET', FINALIZED) or '-1')
+local out = {}
+local i = 4
+while i <= #ARGV do
+  local b, hash, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local number = tonumber(b)
+  local stored = link_at(number)
+  -- A final block is never retracted, and a block committed in another version than the one
+  -- named is not this orphan (someone retracted it already, or committed the canonical one).
+  if number > finalized and stored and link_hash(stored) == hash then
+    redis.call('XADD', EVENTS, '*', unpack(ARGV, i + 3, i + 2 + count))
+    redis.call('SETBIT', DONE, b, 0)
+    redis.call('ZREM', LINKS, stored)
+    redis.call('ZADD', PRIORITY_QUEUE, number, b)
+    out[#out + 1] = number
+  end
+  i = i + 3 + count
+end
+if #out > 0 then
+  redis.call('XTRIM', EVENTS, 'MINID', '~', ARGV[1])
+  redis.call('HINCRBY', STATS, ARGV[2], #out)
+  redis.call('HINCRBY', STATS, ARGV[3], 1)
+end
+return out
+"#;
+
+/// ARGV: block, minid, then 2*fields, f1, v1... of its `finalized` entry. Returns 1 when the
+/// finalized block moved, 0 when it was already there or beyond: the twin of
+/// `FakeStore::finalize`.
+const FINALIZE: &str = r#"
+local number = tonumber(ARGV[1])
+local current = redis.call('GET', FINALIZED)
+if current and tonumber(current) >= number then return 0 end
+redis.call('XADD', EVENTS, '*', unpack(ARGV, 4, 3 + tonumber(ARGV[3])))
+redis.call('SET', FINALIZED, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', LINKS, '-inf', '(' .. ARGV[1])
+redis.call('XTRIM', EVENTS, 'MINID', '~', ARGV[2])
+return 1
 "#;
 
 /// ARGV: block, error, now, delays...
@@ -288,6 +366,7 @@ fn source(keys: &[Key], body: &str) -> String {
         source.push_str(&format!("local {} = KEYS[{}]\n", key.lua_name(), i + 1));
     }
     source.push_str(LEASE_VALUE);
+    source.push_str(LINK_MEMBER);
     for helper in HELPERS {
         if helper.keys.iter().all(|k| keys.contains(k)) {
             source.push_str(helper.source);
@@ -302,6 +381,8 @@ pub(crate) struct Scripts {
     pub(crate) advance: StoreScript,
     pub(crate) claim: StoreScript,
     pub(crate) commit: StoreScript,
+    pub(crate) revert: StoreScript,
+    pub(crate) finalize: StoreScript,
     pub(crate) fail: StoreScript,
     pub(crate) heartbeat: StoreScript,
     pub(crate) release: StoreScript,
@@ -311,7 +392,7 @@ pub(crate) struct Scripts {
 }
 
 /// Every script: its keys and its body.
-const SCRIPTS: [(&str, &[Key], &str); 9] = [
+const SCRIPTS: [(&str, &[Key], &str); 11] = [
     (
         "advance",
         &[LastSynced, Done, Lease, LeaseDeadline],
@@ -333,9 +414,17 @@ const SCRIPTS: [(&str, &[Key], &str); 9] = [
             Retry,
             RetryPath,
             Stats,
+            Links,
+            Finalized,
         ],
         COMMIT,
     ),
+    (
+        "revert",
+        &[Finalized, Links, Events, Done, PriorityQueue, Stats],
+        REVERT,
+    ),
+    ("finalize", &[Finalized, Events, Links], FINALIZE),
     (
         "fail",
         &[Done, Attempts, Retry, RetryPath, Dead, Lease, LeaseDeadline],
@@ -366,12 +455,14 @@ const SCRIPTS: [(&str, &[Key], &str); 9] = [
 
 impl Scripts {
     pub(crate) fn new() -> Self {
-        let [advance, claim, commit, fail, heartbeat, release, reap, promote, dead_letters] =
+        let [advance, claim, commit, revert, finalize, fail, heartbeat, release, reap, promote, dead_letters] =
             SCRIPTS.map(|(_, keys, body)| StoreScript::new(keys, body));
         Scripts {
             advance,
             claim,
             commit,
+            revert,
+            finalize,
             fail,
             heartbeat,
             release,
@@ -443,7 +534,7 @@ mod tests {
     fn every_helper_a_script_calls_is_in_its_prelude() {
         for (name, keys, body) in SCRIPTS {
             let source = source(keys, body);
-            for helper in ["queue_key", "release_lease", "return_to_queue"] {
+            for helper in ["queue_key", "release_lease", "return_to_queue", "link_at"] {
                 if body.contains(&format!("{helper}(")) {
                     assert!(
                         source.contains(&format!("local function {helper}(")),
@@ -460,5 +551,6 @@ mod tests {
         assert!(source.starts_with("local RETRY = KEYS[1]\nlocal RETRY_PATH = KEYS[2]\n"));
         assert!(!source.contains("local function queue_key("));
         assert!(!source.contains("local function release_lease("));
+        assert!(!source.contains("local function link_at("));
     }
 }

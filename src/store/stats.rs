@@ -6,14 +6,16 @@ use super::schema::StatsField;
 use actors::store::Origin;
 use std::collections::{BTreeMap, HashMap};
 
-/// The stats hash `<p>:stats`: blocks and events published per origin, and the newest block
-/// time published. Counters the commit script never touched are absent, not zero.
+/// The stats hash `<p>:stats`: blocks and events published per origin, the newest block time
+/// published, and the retractions. Counters the scripts never touched are absent, not zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// Indexed like [`Origin::ALL`].
     blocks: [Option<u64>; 3],
     events: [Option<u64>; 3],
     last_block_time_ms: Option<u64>,
+    reverted_blocks: u64,
+    forks: u64,
 }
 
 fn index(origin: Origin) -> usize {
@@ -33,6 +35,8 @@ impl StoreStats {
                 Some(StatsField::Blocks(origin)) => stats.blocks[index(origin)] = Some(*value),
                 Some(StatsField::Events(origin)) => stats.events[index(origin)] = Some(*value),
                 Some(StatsField::LastBlockTime) => stats.last_block_time_ms = Some(*value),
+                Some(StatsField::RevertedBlocks) => stats.reverted_blocks = *value,
+                Some(StatsField::Forks) => stats.forks = *value,
                 None => {}
             }
         }
@@ -67,6 +71,16 @@ impl StoreStats {
     /// Events published per origin name, for the origins that committed any block.
     pub fn events_by_origin(&self) -> BTreeMap<String, u64> {
         by_origin(&self.events)
+    }
+
+    /// Blocks retracted so far (`block_reverted` entries written).
+    pub fn reverted_blocks(&self) -> u64 {
+        self.reverted_blocks
+    }
+
+    /// Forks met so far: retractions that retracted at least one block.
+    pub fn forks(&self) -> u64 {
+        self.forks
     }
 
     /// The newest block time published, ms since the epoch; `None` before the first commit.
@@ -108,6 +122,8 @@ pub struct StoreSnapshot {
     pub stats: StoreStats,
     /// Entries in the event stream.
     pub stream_len: u64,
+    /// The finalized block as last published; `None` before the first.
+    pub finalized: Option<u64>,
 }
 
 impl StoreSnapshot {
@@ -199,6 +215,8 @@ mod tests {
             ("blocks:backlog", 28),
             ("events:backlog", 0),
             ("last_block_time", 1_700_000_000_000),
+            ("reverted_blocks", 6),
+            ("forks", 2),
             ("blocks:elsewhere", 5),
         ]
         .into_iter()
@@ -212,6 +230,7 @@ mod tests {
         assert_eq!(stats.published(), 30);
         assert_eq!(stats.events_published(), 7);
         assert_eq!(stats.last_block_time_ms(), Some(1_700_000_000_000));
+        assert_eq!((stats.reverted_blocks(), stats.forks()), (6, 2));
         let names = |m: BTreeMap<String, u64>| m.into_iter().collect::<Vec<_>>();
         assert_eq!(
             names(stats.blocks_by_origin()),
