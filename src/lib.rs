@@ -15,6 +15,7 @@
 //! - [`telemetry`], [`metrics`], [`ops_server`], [`progress`]: logs and traces, Prometheus
 //!   metrics, `/healthz` `/readyz` `/metrics`, catch-up progress;
 //! - [`verify`]: the audit of a block range of the stream against the node;
+//! - [`consumer`]: the stream read as a consumer reads it (retractions applied);
 //! - [`tls`]: the one TLS crypto provider every HTTP client needs.
 //!
 //! Apart, not the product: [`tools`], the harnesses that measure and test it from outside
@@ -22,6 +23,7 @@
 //! simulated node they run against is its own crate, `tron-sim` (`sim/`). The command line
 //! (`src/main.rs`, `src/cli/`) is the binary's, one module per subcommand.
 pub mod config;
+pub mod consumer;
 pub mod daemon;
 pub mod metrics;
 pub mod ops_server;

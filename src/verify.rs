@@ -1,15 +1,19 @@
 //! `tron-actors verify`: proves a block range of the stream exact against the node. It reads the
-//! stream once, in pages, keeping per block only an event count and a sum of entry hashes
-//! (a few bytes per block, so 200,000 blocks fit easily), compares them with what the node's
-//! blocks must yield, and reads the stream a second time only for the blocks that differ, to
-//! name the missing, duplicated and unexpected events.
+//! stream once, in pages, as a consumer does (a `block_reverted` entry voids every entry of its
+//! block before it), keeping per block only an entry count and a sum of entry hashes (a few bytes
+//! per block, so 200,000 blocks fit easily), compares them with what the node's canonical blocks
+//! must yield (every event entry and the `block` entry), and reads the stream a second time only
+//! for the blocks that differ, to name the missing, duplicated and unexpected entries.
+//!
+//! The node is asked for blocks as it serves them now: a range that reaches above the node's
+//! solidified block may still change, so verify what is final (or re-run it later).
 //!
 //! The node has bad moments (`{"Error": ...}` bodies, 5xx, timeouts) that say nothing about the
 //! stream, so a block the node fails to give is asked again a few times, with a growing pause,
 //! before it is called unverifiable; the report says how many retries that took.
 
 use actors::chain::{Chain, ChainError};
-use actors::model::Block;
+use actors::model::{Block, KIND_BLOCK, KIND_BLOCK_REVERTED, KIND_FINALIZED};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -89,6 +93,8 @@ pub struct VerifyReport {
     pub(crate) blocks: u64,
     pub(crate) expected_events: u64,
     pub(crate) stream_events: u64,
+    /// `block_reverted` entries of blocks in range: orphaned versions retracted.
+    pub reverted_blocks: u64,
     pub(crate) missing: u64,
     pub(crate) duplicated: u64,
     pub(crate) unexpected: u64,
@@ -113,12 +119,13 @@ impl VerifyReport {
     /// The human summary.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "blocks {}..={}: {} blocks, {} events expected, {} in the stream; missing {}, duplicated {}, unexpected {}, unverifiable blocks {}; node retries {} (for {} blocks): {}\n",
+            "blocks {}..={}: {} blocks, {} events expected, {} in the stream after {} retracted blocks; missing {}, duplicated {}, unexpected {}, unverifiable blocks {}; node retries {} (for {} blocks): {}\n",
             self.from,
             self.to,
             self.blocks,
             self.expected_events,
             self.stream_events,
+            self.reverted_blocks,
             self.missing,
             self.duplicated,
             self.unexpected,
@@ -172,27 +179,45 @@ fn entry_hash<'a>(fields: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     hasher.finish()
 }
 
+/// The name a `block` entry goes by in a report, beside the events' uids.
+const BLOCK_ENTRY: &str = "block";
+
+/// What a block must have in the stream: each event entry (by uid) and its `block` entry.
 fn expected_entries(block: &Block) -> Vec<(String, u64)> {
-    block
+    let hash_of =
+        |fields: Vec<(&str, String)>| entry_hash(fields.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut entries: Vec<(String, u64)> = block
         .events
         .iter()
         .map(|event| {
-            let fields = event.stream_fields(&block.header);
             (
                 event.uid.clone(),
-                entry_hash(fields.iter().map(|(k, v)| (*k, v.as_str()))),
+                hash_of(event.stream_fields(block.header.number)),
             )
         })
-        .collect()
+        .collect();
+    entries.push((
+        BLOCK_ENTRY.to_string(),
+        hash_of(block.header.block_entry_fields(block.events.len())),
+    ));
+    entries
 }
 
-/// Pages through the stream, calling `visit(block, uid, hash)` for entries of blocks in range.
+/// One stream entry of a block in range, as [`scan_stream`] sees it.
+enum Seen<'a> {
+    /// An event or `block` entry: its uid (or `block`) and the hash of its fields.
+    Entry(&'a str, u64),
+    /// A `block_reverted` entry: every entry of the block before it is void.
+    Reverted,
+}
+
+/// Pages through the stream, calling `visit(block, seen)` for entries of blocks in range.
 async fn scan_stream(
     conn: &mut redis::aio::ConnectionManager,
     stream: &str,
     from: u64,
     to: u64,
-    mut visit: impl FnMut(u64, &str, u64),
+    mut visit: impl FnMut(u64, Seen<'_>),
 ) -> Result<(), VerifyError> {
     let mut start = "-".to_string();
     loop {
@@ -217,14 +242,31 @@ async fn scan_stream(
                 .iter()
                 .find(|(k, _)| *k == "block")
                 .and_then(|(_, v)| v.parse::<u64>().ok());
-            let uid = pairs
-                .iter()
-                .find(|(k, _)| *k == "uid")
-                .map(|(_, v)| *v)
-                .unwrap_or("");
-            if let Some(block) = block.filter(|b| (from..=to).contains(b)) {
-                visit(block, uid, entry_hash(pairs.iter().copied()));
-            }
+            let field = |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| *v)
+                    .unwrap_or("")
+            };
+            let Some(block) = block.filter(|b| (from..=to).contains(b)) else {
+                start = format!("({id}");
+                continue;
+            };
+            let uid;
+            let seen = match field("kind") {
+                KIND_BLOCK_REVERTED => Seen::Reverted,
+                KIND_FINALIZED => {
+                    start = format!("({id}");
+                    continue;
+                }
+                KIND_BLOCK => Seen::Entry(BLOCK_ENTRY, entry_hash(pairs.iter().copied())),
+                _ => {
+                    uid = format!("{}_{}", field("tx"), field("i"));
+                    Seen::Entry(&uid, entry_hash(pairs.iter().copied()))
+                }
+            };
+            visit(block, seen);
             start = format!("({id}");
         }
         if n < PAGE {
@@ -348,25 +390,38 @@ pub async fn verify(
         return Err(VerifyError::BadRange { from, to });
     }
     let mut found: HashMap<u64, Fingerprint> = HashMap::new();
-    let mut stream_events = 0u64;
-    scan_stream(&mut conn, stream, from, to, |block, _, hash| {
-        found.entry(block).or_default().add(hash);
-        stream_events += 1;
+    let mut block_entries: HashMap<u64, u64> = HashMap::new();
+    let mut reverted_blocks = 0u64;
+    scan_stream(&mut conn, stream, from, to, |block, seen| match seen {
+        Seen::Entry(uid, hash) => {
+            found.entry(block).or_default().add(hash);
+            if uid == BLOCK_ENTRY {
+                *block_entries.entry(block).or_default() += 1;
+            }
+        }
+        Seen::Reverted => {
+            found.remove(&block);
+            block_entries.remove(&block);
+            reverted_blocks += 1;
+        }
     })
     .await?;
+    let entries: u64 = found.values().map(|f| f.count).sum();
+    let stream_events = entries.saturating_sub(block_entries.values().sum());
 
     let mut report = VerifyReport {
         from,
         to,
         blocks: to - from + 1,
         stream_events,
+        reverted_blocks,
         ..Default::default()
     };
     // Blocks to look at closely, with what they must hold.
     let mut suspects: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
     let fetched = fetch_expected(chain, from, to, options, |number, block| {
         let entries = expected_entries(&block);
-        report.expected_events += entries.len() as u64;
+        report.expected_events += block.events.len() as u64;
         let mut expected = Fingerprint::default();
         for (_, hash) in &entries {
             expected.add(*hash);
@@ -391,9 +446,17 @@ pub async fn verify(
 
     if !suspects.is_empty() {
         let mut seen: HashMap<u64, Vec<(String, u64)>> = HashMap::new();
-        scan_stream(&mut conn, stream, from, to, |block, uid, hash| {
-            if suspects.contains_key(&block) {
-                seen.entry(block).or_default().push((uid.to_string(), hash));
+        scan_stream(&mut conn, stream, from, to, |block, entry| {
+            if !suspects.contains_key(&block) {
+                return;
+            }
+            match entry {
+                Seen::Entry(uid, hash) => {
+                    seen.entry(block).or_default().push((uid.to_string(), hash))
+                }
+                Seen::Reverted => {
+                    seen.remove(&block);
+                }
             }
         })
         .await?;

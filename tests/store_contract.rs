@@ -4,22 +4,24 @@
 //! rule that passes on one side and fails on the other is the two drifting apart.
 //!
 //! Every rule speaks through the trait, plus a small [`StoreProbe`] for what the trait does not
-//! expose (the stream, the dead letters). The times are the arguments the trait takes, so no clock
-//! is needed. What only Redis has (stream fields and their order, stats, the script cache, AOF and
-//! restarts) is tested in tests/store.rs and tests/reliability.rs.
+//! expose (the stream, read as a list of [`Entry`], and the dead letters). The times are the
+//! arguments the trait takes, so no clock is needed. What only Redis has (stream fields and their
+//! order, stats, the script cache, AOF and restarts) is tested in tests/store.rs and
+//! tests/reliability.rs.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use actors::fakes::FakeStore;
+use actors::fakes::{FakeEntry, FakeStore};
+use actors::model::{Block, KIND_BLOCK, KIND_BLOCK_REVERTED, KIND_FINALIZED};
 use actors::slot::SlotId;
 use actors::store::{
-    Advance, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store, StoreError,
+    Advance, BlockLink, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use common::sample_block;
-use redis::AsyncCommands;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tron_actors::store::RedisStore;
 
 /// One test per rule and per store; the rules are named once.
@@ -65,25 +67,42 @@ contract!(
     a_failure_after_the_commit_is_moot,
     release_hands_back_only_the_slots_own_leases,
     promoting_moves_at_most_a_thousand_retries_per_call,
+    a_block_that_does_not_link_to_its_parent_is_refused_and_keeps_its_lease,
+    a_block_that_its_committed_child_does_not_name_is_refused,
+    a_done_block_in_another_version_is_refused,
+    revert_retracts_newest_first_and_puts_the_blocks_back_to_work,
+    revert_leaves_a_block_committed_in_another_version_and_a_final_one_alone,
+    finalize_moves_only_forward_and_forgets_the_links_below_it,
+    links_are_kept_only_above_the_finalized_block,
 );
+
+/// A stream entry as the rules read it: an event of a block, or an entry of the fake store's
+/// journal (a `block`, `block_reverted` or `finalized` entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Entry {
+    Event { block: u64 },
+    Other(FakeEntry),
+}
 
 /// What a rule reads that the `Store` trait does not expose.
 #[async_trait]
 trait StoreProbe: Store {
-    /// Stream entries per block (a block without events has none).
-    async fn entries_by_block(&self) -> BTreeMap<u64, usize>;
+    /// The stream, oldest entry first.
+    async fn entries(&self) -> Vec<Entry>;
     /// The dead-letter set, lowest block first.
     async fn dead_letters(&self) -> Vec<DeadLetter>;
 }
 
 #[async_trait]
 impl StoreProbe for FakeStore {
-    async fn entries_by_block(&self) -> BTreeMap<u64, usize> {
-        let mut entries = BTreeMap::new();
-        for (block, events) in &self.state.lock().unwrap().stream {
-            if *events > 0 {
-                *entries.entry(*block).or_default() += events;
+    async fn entries(&self) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        for entry in &self.state.lock().unwrap().journal {
+            // The fake journals a block's events as their count in its block entry.
+            if let FakeEntry::Block { number, events, .. } = entry {
+                entries.extend((0..*events).map(|_| Entry::Event { block: *number }));
             }
+            entries.push(Entry::Other(entry.clone()));
         }
         entries
     }
@@ -95,21 +114,120 @@ impl StoreProbe for FakeStore {
 
 #[async_trait]
 impl StoreProbe for RedisStore {
-    async fn entries_by_block(&self) -> BTreeMap<u64, usize> {
+    async fn entries(&self) -> Vec<Entry> {
         let mut conn = self.connection();
-        let stream: redis::streams::StreamRangeReply =
-            conn.xrange_all(self.keys().events()).await.unwrap();
-        let mut entries = BTreeMap::new();
-        for entry in stream.ids {
-            let block: String = entry.get("block").unwrap();
-            *entries.entry(block.parse().unwrap()).or_default() += 1;
-        }
-        entries
+        let stream: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(self.keys().events())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        stream
+            .into_iter()
+            .map(|(_, fields)| {
+                let fields: HashMap<String, String> = fields.into_iter().collect();
+                let number = fields["block"].parse().unwrap();
+                let hash = || fields["block_hash"].clone();
+                match fields["kind"].as_str() {
+                    KIND_BLOCK => Entry::Other(FakeEntry::Block {
+                        number,
+                        hash: hash(),
+                        events: fields["events"].parse().unwrap(),
+                    }),
+                    KIND_BLOCK_REVERTED => Entry::Other(FakeEntry::Reverted {
+                        number,
+                        hash: hash(),
+                    }),
+                    KIND_FINALIZED => Entry::Other(FakeEntry::Finalized { number }),
+                    _ => Entry::Event { block: number },
+                }
+            })
+            .collect()
     }
 
     async fn dead_letters(&self) -> Vec<DeadLetter> {
         RedisStore::dead_letters(self).await.unwrap()
     }
+}
+
+/// Events per block in the stream (a block without events has none).
+async fn events_by_block(store: &impl StoreProbe) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for entry in store.entries().await {
+        if let Entry::Event { block } = entry {
+            *counts.entry(block).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// The entries a commit of `block` writes: its events, then its block entry.
+fn committed(block: &Block) -> Vec<Entry> {
+    let number = block.header.number;
+    let mut entries: Vec<Entry> = (0..block.events.len())
+        .map(|_| Entry::Event { block: number })
+        .collect();
+    entries.push(Entry::Other(FakeEntry::Block {
+        number,
+        hash: block.header.hash.clone(),
+        events: block.events.len(),
+    }));
+    entries
+}
+
+fn reverted(number: u64, version: u8) -> Entry {
+    Entry::Other(FakeEntry::Reverted {
+        number,
+        hash: hash_of(number, version),
+    })
+}
+
+fn finalized(number: u64) -> Entry {
+    Entry::Other(FakeEntry::Finalized { number })
+}
+
+/// The hash of block `number` in version `version`; version 0 is [`sample_block`]'s.
+fn hash_of(number: u64, version: u8) -> String {
+    match version {
+        0 => sample_block(number, 0).header.hash,
+        v => format!("{number:016x}{}", format!("{v:02x}").repeat(24)),
+    }
+}
+
+/// Block `number` with `events` events in version `version`, its parent in `parent_version`.
+fn version(number: u64, events: usize, version: u8, parent_version: u8) -> Block {
+    let mut block = sample_block(number, events);
+    block.header.hash = hash_of(number, version);
+    block.header.parent_hash = hash_of(number - 1, parent_version);
+    block
+}
+
+/// The link a commit of `block` keeps.
+fn link(block: &Block) -> BlockLink {
+    BlockLink {
+        number: block.header.number,
+        hash: block.header.hash.clone(),
+        parent_hash: block.header.parent_hash.clone(),
+    }
+}
+
+/// Commits `blocks` (from the priority queue), each of which must be published.
+async fn commit_all(store: &impl Store, blocks: &[Block]) {
+    for block in blocks {
+        let outcome = store.commit(Origin::Priority, block, 1).await.unwrap();
+        assert_eq!(
+            outcome,
+            published(block.events.len(), 1),
+            "{}",
+            block.header.number
+        );
+    }
+}
+
+/// Every link kept, lowest first.
+async fn all_links(store: &impl Store) -> Vec<BlockLink> {
+    store.links(0, u64::MAX).await.unwrap()
 }
 
 /// A lease deadline no rule reaches.
@@ -477,7 +595,12 @@ async fn a_block_is_committed_once_whatever_happens_after(store: &impl StoreProb
         store.commit(Origin::Tip, &empty, 4_000).await.unwrap(),
         CommitOutcome::AlreadyDone
     );
-    assert_eq!(store.entries_by_block().await, BTreeMap::from([(500, 3)]));
+    // Each commit ends with its block entry, the empty block's included: it is its only entry.
+    assert_eq!(
+        store.entries().await,
+        [committed(&block), committed(&empty)].concat()
+    );
+    assert_eq!(events_by_block(store).await, BTreeMap::from([(500, 3)]));
 }
 
 async fn commit_counts_prior_failures_and_forgets_the_pending_retry(store: &impl StoreProbe) {
@@ -513,7 +636,7 @@ async fn commit_counts_prior_failures_and_forgets_the_pending_retry(store: &impl
         drain(store, Queue::Backlog).await,
         (90..=98).rev().collect::<Vec<_>>()
     );
-    assert_eq!(store.entries_by_block().await, BTreeMap::from([(99, 2)]));
+    assert_eq!(store.entries().await, committed(&sample_block(99, 2)));
 }
 
 // ---- fail ----
@@ -663,7 +786,7 @@ async fn a_failure_after_the_commit_is_moot(store: &impl StoreProbe) {
     assert_eq!(store.promote_due_retries(u64::MAX).await.unwrap(), 0);
     assert_eq!(store.dead_letters().await, vec![]);
     assert_eq!(drain(store, Queue::Priority).await, Vec::<u64>::new());
-    assert_eq!(store.entries_by_block().await, BTreeMap::from([(8, 1)]));
+    assert_eq!(store.entries().await, committed(&sample_block(8, 1)));
 }
 
 // ---- release and promotion ----
@@ -718,5 +841,246 @@ async fn promoting_moves_at_most_a_thousand_retries_per_call(store: &impl StoreP
     assert_eq!(
         drain(store, Queue::Priority).await,
         (1..=1_001).collect::<Vec<_>>()
+    );
+}
+
+// ---- forks: links, revert, finalize ----
+
+async fn a_block_that_does_not_link_to_its_parent_is_refused_and_keeps_its_lease(
+    store: &impl StoreProbe,
+) {
+    sync_to(store, None, 20, priority(10, 11)).await;
+    assert_eq!(
+        claim(store, Queue::Priority, SlotId::PRIORITY, 2).await,
+        vec![10, 11]
+    );
+    commit_all(store, &[sample_block(10, 1)]).await;
+    // Block 11 failed once: its retry is pending, then it is leased again.
+    assert_eq!(
+        store.fail(11, "e", 1_000, &[10]).await.unwrap(),
+        retry(1, 1_010)
+    );
+    assert_eq!(store.promote_due_retries(1_010).await.unwrap(), 1);
+    assert_eq!(
+        claim(store, Queue::Priority, SlotId::PRIORITY, 1).await,
+        vec![11]
+    );
+    let before = store.entries().await;
+    // Block 11 of a branch whose block 10 is not the one committed.
+    let orphan_child = version(11, 2, 1, 1);
+    assert_eq!(
+        store
+            .commit(Origin::Priority, &orphan_child, 2_000)
+            .await
+            .unwrap(),
+        CommitOutcome::Unlinked { at: 10 }
+    );
+    assert_eq!(store.entries().await, before, "nothing written");
+    assert_eq!(
+        store.owned_leases(SlotId::PRIORITY).await.unwrap(),
+        leases(Origin::Priority, &[11])
+    );
+    assert_eq!(all_links(store).await, vec![link(&sample_block(10, 1))]);
+    // The block is not done: its canonical version commits, the failure before still counted.
+    let canonical = sample_block(11, 2);
+    assert_eq!(
+        store
+            .commit(Origin::Priority, &canonical, 3_000)
+            .await
+            .unwrap(),
+        published(2, 2)
+    );
+    assert_eq!(store.owned_leases(SlotId::PRIORITY).await.unwrap(), vec![]);
+    assert_eq!(
+        store.entries().await,
+        [before, committed(&canonical)].concat()
+    );
+}
+
+async fn a_block_that_its_committed_child_does_not_name_is_refused(store: &impl StoreProbe) {
+    sync_to(store, None, 30, priority(11, 11)).await;
+    assert_eq!(
+        claim(store, Queue::Priority, SlotId::PRIORITY, 1).await,
+        vec![11]
+    );
+    commit_all(store, &[sample_block(10, 0), sample_block(12, 1)]).await;
+    let before = store.entries().await;
+    // It names block 10 as its parent, but block 12 committed names another block 11.
+    let other = version(11, 1, 1, 0);
+    assert_eq!(
+        store.commit(Origin::Priority, &other, 2).await.unwrap(),
+        CommitOutcome::Unlinked { at: 12 }
+    );
+    assert_eq!(store.entries().await, before, "nothing written");
+    assert_eq!(
+        store.owned_leases(SlotId::PRIORITY).await.unwrap(),
+        leases(Origin::Priority, &[11])
+    );
+    assert_eq!(
+        all_links(store).await,
+        vec![link(&sample_block(10, 0)), link(&sample_block(12, 1))]
+    );
+    // The version both neighbours name commits.
+    commit_all(store, &[sample_block(11, 3)]).await;
+    assert_eq!(
+        all_links(store).await,
+        (10..=12)
+            .map(|n| link(&sample_block(n, 0)))
+            .collect::<Vec<_>>()
+    );
+}
+
+async fn a_done_block_in_another_version_is_refused(store: &impl StoreProbe) {
+    commit_all(store, &[sample_block(40, 2)]).await;
+    let before = store.entries().await;
+    assert_eq!(
+        store
+            .commit(Origin::Tip, &version(40, 1, 1, 0), 2)
+            .await
+            .unwrap(),
+        CommitOutcome::Unlinked { at: 40 }
+    );
+    // The same version again is a re-processing, not a contradiction.
+    assert_eq!(
+        store
+            .commit(Origin::Tip, &sample_block(40, 2), 3)
+            .await
+            .unwrap(),
+        CommitOutcome::AlreadyDone
+    );
+    assert_eq!(store.entries().await, before, "nothing written");
+    assert_eq!(all_links(store).await, vec![link(&sample_block(40, 2))]);
+}
+
+async fn revert_retracts_newest_first_and_puts_the_blocks_back_to_work(store: &impl StoreProbe) {
+    let blocks: Vec<Block> = (10..=14)
+        .map(|n| sample_block(n, (n % 3) as usize))
+        .collect();
+    commit_all(store, &blocks).await;
+    let before = store.entries().await;
+    let orphans: Vec<BlockLink> = all_links(store).await.into_iter().skip(2).rev().collect();
+    assert_eq!(
+        orphans.iter().map(|l| l.number).collect::<Vec<_>>(),
+        vec![14, 13, 12]
+    );
+    assert_eq!(store.revert(&orphans, 2).await.unwrap(), vec![14, 13, 12]);
+    assert_eq!(
+        store.entries().await,
+        [
+            before.clone(),
+            vec![reverted(14, 0), reverted(13, 0), reverted(12, 0)]
+        ]
+        .concat()
+    );
+    assert_eq!(
+        all_links(store).await,
+        blocks[..2].iter().map(link).collect::<Vec<_>>()
+    );
+    // Retracting them again finds nothing left to retract, and writes nothing.
+    assert_eq!(store.revert(&orphans, 3).await.unwrap(), Vec::<u64>::new());
+    // They are not done any more: back on the priority queue, to be claimed and committed anew,
+    // the new branch linking to block 11.
+    assert_eq!(drain(store, Queue::Priority).await, vec![12, 13, 14]);
+    let branch = [
+        version(12, 1, 1, 0),
+        version(13, 0, 1, 1),
+        version(14, 2, 1, 1),
+    ];
+    commit_all(store, &branch).await;
+    let mut expected = [
+        before,
+        vec![reverted(14, 0), reverted(13, 0), reverted(12, 0)],
+    ]
+    .concat();
+    for block in &branch {
+        expected.extend(committed(block));
+    }
+    assert_eq!(store.entries().await, expected);
+    let mut links: Vec<BlockLink> = blocks[..2].iter().map(link).collect();
+    links.extend(branch.iter().map(link));
+    assert_eq!(all_links(store).await, links);
+}
+
+async fn revert_leaves_a_block_committed_in_another_version_and_a_final_one_alone(
+    store: &impl StoreProbe,
+) {
+    let blocks: Vec<Block> = (20..=23).map(|n| sample_block(n, 1)).collect();
+    commit_all(store, &blocks).await;
+    assert!(store.finalize(21, &hash_of(21, 0), 2).await.unwrap());
+    let before = store.entries().await;
+    // 23 was committed in version 0, not 1; 21 is final (its link is still kept).
+    let orphans = [
+        link(&version(23, 1, 1, 0)),
+        link(&blocks[2]),
+        link(&blocks[1]),
+    ];
+    assert_eq!(store.revert(&orphans, 3).await.unwrap(), vec![22]);
+    assert_eq!(
+        store.entries().await,
+        [before, vec![reverted(22, 0)]].concat()
+    );
+    assert_eq!(
+        all_links(store).await,
+        vec![link(&blocks[1]), link(&blocks[3])]
+    );
+    assert_eq!(drain(store, Queue::Priority).await, vec![22]);
+    // 21 and 23 are still done.
+    assert_eq!(
+        store.commit(Origin::Tip, &blocks[1], 4).await.unwrap(),
+        CommitOutcome::AlreadyDone
+    );
+    assert_eq!(
+        store.commit(Origin::Tip, &blocks[3], 4).await.unwrap(),
+        CommitOutcome::AlreadyDone
+    );
+}
+
+async fn finalize_moves_only_forward_and_forgets_the_links_below_it(store: &impl StoreProbe) {
+    let blocks: Vec<Block> = (1..=6).map(|n| sample_block(n, 0)).collect();
+    commit_all(store, &blocks).await;
+    assert_eq!(store.finalized().await.unwrap(), None);
+    let before = store.entries().await;
+    assert!(store.finalize(4, &hash_of(4, 0), 2).await.unwrap());
+    assert_eq!(store.finalized().await.unwrap(), Some(4));
+    assert_eq!(
+        all_links(store).await,
+        blocks[3..].iter().map(link).collect::<Vec<_>>()
+    );
+    assert!(!store.finalize(4, &hash_of(4, 0), 3).await.unwrap());
+    assert!(!store.finalize(3, &hash_of(3, 0), 4).await.unwrap());
+    assert_eq!(store.finalized().await.unwrap(), Some(4));
+    assert!(store.finalize(5, &hash_of(5, 0), 5).await.unwrap());
+    assert_eq!(store.finalized().await.unwrap(), Some(5));
+    assert_eq!(
+        store.entries().await,
+        [before, vec![finalized(4), finalized(5)]].concat()
+    );
+    assert_eq!(
+        all_links(store).await,
+        blocks[4..].iter().map(link).collect::<Vec<_>>()
+    );
+    // A range is read lowest first, its ends included.
+    assert_eq!(store.links(6, 6).await.unwrap(), vec![link(&blocks[5])]);
+    assert_eq!(store.links(0, 4).await.unwrap(), vec![]);
+}
+
+async fn links_are_kept_only_above_the_finalized_block(store: &impl StoreProbe) {
+    commit_all(store, &[sample_block(1, 0), sample_block(3, 0)]).await;
+    assert!(store.finalize(3, &hash_of(3, 0), 2).await.unwrap());
+    assert_eq!(all_links(store).await, vec![link(&sample_block(3, 0))]);
+    // Blocks at or below the finalized one commit without a link; those above keep one.
+    let blocks = [sample_block(2, 1), sample_block(4, 1), sample_block(5, 0)];
+    commit_all(store, &blocks).await;
+    assert_eq!(
+        all_links(store).await,
+        vec![
+            link(&sample_block(3, 0)),
+            link(&blocks[1]),
+            link(&blocks[2])
+        ]
+    );
+    assert_eq!(
+        store.links(4, u64::MAX).await.unwrap(),
+        vec![link(&blocks[1]), link(&blocks[2])]
     );
 }

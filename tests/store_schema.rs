@@ -1,12 +1,12 @@
 //! The Redis schema the two languages share, against a real, private redis-server: the Lua
-//! scripts send a block back to the queue `Origin::queue` names, and a daemon upgraded in place
-//! works on the data an older version left.
+//! scripts send a block back to the queue `Origin::queue` names, write a block's link as Rust
+//! reads it, and a daemon upgraded in place works on the data an older version left.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use actors::slot::SlotId;
-use actors::store::{Advance, CommitOutcome, FailOutcome, Lease, Origin, Queue, Store};
+use actors::store::{Advance, BlockLink, CommitOutcome, FailOutcome, Lease, Origin, Queue, Store};
 use common::{sample_block, TestRedis};
 use redis::AsyncCommands;
 use tron_actors::store::RedisStore;
@@ -98,6 +98,34 @@ async fn every_way_back_to_a_queue_takes_the_queue_origin_queue_names() {
         assert_eq!(store.requeue_dead(&[block]).await.unwrap(), [block]);
         assert_queued_in(&store, block, queue, &format!("{origin:?} requeued")).await;
     }
+}
+
+/// The commit script writes a link (`link_member`), Rust reads it (`LinkMember`): the member
+/// is `<number>|<hash>|<parent_hash>`, scored by the number.
+#[tokio::test]
+async fn a_link_the_commit_script_writes_is_the_link_rust_reads() {
+    let redis = TestRedis::start().await;
+    let store = redis.store();
+    let block = sample_block(81, 2);
+    store.commit(Origin::Tip, &block, NOW).await.unwrap();
+    let mut conn = redis.conn().await;
+    let raw: Vec<(String, u64)> = conn
+        .zrange_withscores(store.keys().links(), 0, -1)
+        .await
+        .unwrap();
+    let header = &block.header;
+    assert_eq!(
+        raw,
+        [(format!("81|{}|{}", header.hash, header.parent_hash), 81)]
+    );
+    assert_eq!(
+        store.links(81, 81).await.unwrap(),
+        [BlockLink {
+            number: 81,
+            hash: header.hash.clone(),
+            parent_hash: header.parent_hash.clone(),
+        }]
+    );
 }
 
 /// What an older version left in Redis, written as it wrote it: leases in flight (then also

@@ -138,31 +138,44 @@ pub fn field_map(entry: &Entry) -> HashMap<String, String> {
     entry.1.iter().cloned().collect()
 }
 
-/// Entries grouped by block number, in stream order within a block.
+/// Event and `block` entries grouped by block number, in stream order within a block
+/// (`finalized` and `block_reverted` entries left out).
 pub fn by_block(
     entries: &[Entry],
 ) -> std::collections::BTreeMap<u64, Vec<HashMap<String, String>>> {
     let mut out: std::collections::BTreeMap<u64, Vec<HashMap<String, String>>> = Default::default();
     for entry in entries {
         let fields = field_map(entry);
+        if matches!(fields["kind"].as_str(), "finalized" | "block_reverted") {
+            continue;
+        }
         let block: u64 = fields["block"].parse().unwrap();
         out.entry(block).or_default().push(fields);
     }
     out
 }
 
-/// The stream fields the daemon must write for a block, as maps.
+/// The stream entries the daemon must write for a block, as maps: its events, then its
+/// `block` entry.
 pub fn expected_fields(block: &Block) -> Vec<HashMap<String, String>> {
-    block
+    let owned = |fields: Vec<(&str, String)>| {
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<HashMap<String, String>>()
+    };
+    let mut out: Vec<HashMap<String, String>> = block
         .events
         .iter()
-        .map(|e| {
-            e.stream_fields(&block.header)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect()
-        })
-        .collect()
+        .map(|e| owned(e.stream_fields(block.header.number)))
+        .collect();
+    out.push(owned(block.header.block_entry_fields(block.events.len())));
+    out
+}
+
+/// The stream read as a consumer reads it (block entries close blocks, retractions applied).
+pub fn consumer_view(entries: &[Entry]) -> tron_actors::consumer::ConsumerView {
+    tron_actors::consumer::ConsumerView::read(entries.iter().map(|(_, fields)| fields))
 }
 
 /// A simulated node whose head only moves when the test says so.
@@ -235,8 +248,10 @@ pub async fn start_daemon(
         .unwrap()
 }
 
-/// Asserts that the stream holds exactly the blocks `from..=to`, each once, each with exactly
-/// the events the simulated node says it holds, contiguous and in order within the block.
+/// Asserts that the stream, read as a consumer reads it (retractions applied), holds exactly
+/// the blocks `from..=to` as the simulated node serves them now, each once, each with exactly
+/// its events then its `block` entry, contiguous; and that it breaks no rule of the contract.
+/// Returns the entries.
 pub async fn assert_exactly_once(
     redis: &TestRedis,
     sim: &tron_sim::SimHandle,
@@ -245,26 +260,38 @@ pub async fn assert_exactly_once(
 ) -> Vec<Entry> {
     let mut conn = redis.conn().await;
     let entries = read_stream(&mut conn, "{tron}:events").await;
-    let blocks = by_block(&entries);
-    let mut expected_events = 0;
+    let view = consumer_view(&entries);
+    assert!(
+        view.violations.is_empty(),
+        "the stream breaks the contract: {:?}",
+        view.violations
+    );
     for number in from..=to {
         let expected = sim.chain().expected_block(number).unwrap();
-        expected_events += expected.events.len();
-        let got = blocks.get(&number).cloned().unwrap_or_default();
+        let Some(got) = view.blocks.get(&number) else {
+            panic!("block {number} is not in the stream");
+        };
+        let mut got_entries: Vec<HashMap<String, String>> = got
+            .events
+            .iter()
+            .map(|fields| fields.iter().cloned().collect())
+            .collect();
+        got_entries.push(got.block_entry.iter().cloned().collect());
         assert_eq!(
-            got.len(),
+            got.events.len(),
             expected.events.len(),
             "block {number}: {} events in the stream, {} expected",
-            got.len(),
+            got.events.len(),
             expected.events.len()
         );
         assert_eq!(
-            got,
+            got_entries,
             expected_fields(&expected),
-            "block {number}: events differ"
+            "block {number}: entries differ"
         );
     }
-    let outside: Vec<u64> = blocks
+    let outside: Vec<u64> = view
+        .blocks
         .keys()
         .copied()
         .filter(|b| *b < from || *b > to)
@@ -273,21 +300,6 @@ pub async fn assert_exactly_once(
         outside.is_empty(),
         "blocks outside {from}..={to} in the stream: {outside:?}"
     );
-    assert_eq!(
-        entries.len(),
-        expected_events,
-        "duplicated or extra entries"
-    );
-    // A block's events are contiguous: one atomic commit each.
-    let mut seen = std::collections::HashSet::new();
-    let mut previous = None;
-    for entry in &entries {
-        let block: u64 = field_map(entry)["block"].parse().unwrap();
-        if previous != Some(block) {
-            assert!(seen.insert(block), "block {block} is split in the stream");
-            previous = Some(block);
-        }
-    }
     entries
 }
 
@@ -297,7 +309,11 @@ pub async fn assert_exactly_once(
 pub async fn last_published(redis: &TestRedis, until: u64) -> u64 {
     let mut conn = redis.conn().await;
     let entries = read_stream(&mut conn, "{tron}:events").await;
-    by_block(&entries).keys().copied().fold(until, u64::max)
+    consumer_view(&entries)
+        .blocks
+        .keys()
+        .copied()
+        .fold(until, u64::max)
 }
 
 /// Waits until blocks `from..=to` are all marked done.
@@ -343,6 +359,11 @@ impl DaemonProcess {
             .spawn()
             .unwrap();
         DaemonProcess(child)
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.exited()
     }
 
     /// SIGKILL, as a crash or power loss would.
