@@ -61,14 +61,25 @@ async fn a_ci_sized_chaos_run_publishes_every_event_exactly_once() {
     // the same chain, rebuilt here from the seed, says how many there are.
     let from = report["from"].as_u64().unwrap();
     let to = report["to"].as_u64().unwrap();
+    // The chain as the node served it when the run halted its head at `to`: forks the node
+    // switched away from are in their canonical versions, one still open at `to` in its own.
     let chain = SimChain::new(SimParams {
         seed,
         history: to - SimParams::default().start_block + 1,
         txs_per_block: 20,
         frozen: true,
+        fork_rate: 1.0,
+        fork_window: 8,
+        max_fork_depth: 5,
         ..SimParams::default()
     })
     .unwrap();
+    // The live head forked, and the daemon retracted what it had committed of the forks.
+    assert!(report["forks"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(
+        report["reverted_blocks"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
     assert_eq!(from, chain.params().start_block);
     assert!(to - from + 1 >= 2000, "{report:#}");
     assert_eq!(report["blocks"], to - from + 1);

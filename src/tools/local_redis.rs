@@ -6,6 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
+/// `stream-node-max-bytes` of every redis-server started here: the recommended production value.
+pub const STREAM_NODE_MAX_BYTES: u32 = 8192;
 /// Why a private redis-server is not available.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalRedisError {
@@ -109,6 +111,11 @@ impl LocalRedis {
             } else {
                 "everysec"
             })
+            // The recommended setting for the event stream (README, "Redis"; docs/BENCHMARKS.md):
+            // nodes of 8 KB hold twice the entries of the 4 KB default, so each entry carries
+            // half the node overhead.
+            .arg("--stream-node-max-bytes")
+            .arg(STREAM_NODE_MAX_BYTES.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

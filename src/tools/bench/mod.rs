@@ -6,8 +6,10 @@
 //! its own). Phases, in order, so that each figure is taken on an otherwise quiet machine:
 //!
 //! 1. ceilings: the simulated node serving blocks alone (raw HTTP, answers discarded), decoding
-//!    alone (one core), and the Redis commit path alone (pre-built blocks through the same
-//!    exactly-once commit script), each on its own block range;
+//!    alone (one core), the Redis commit path alone (pre-built blocks through the same
+//!    exactly-once commit script), each on its own block range; and the physical ceiling of
+//!    writing the stream: the same blocks' entries XADDed pipelined without the script, in the
+//!    v1 shape and in v2 exactly as the commit writes them, with their memory per event;
 //! 2. drain: the daemon starts `blocks` behind the head and empties the backlog while the head
 //!    keeps moving; the node's request count per block comes from the node's side;
 //! 3. head latency: once in sync, the time from each new block's timestamp (the moment the node
@@ -22,13 +24,13 @@ mod ceilings;
 mod drain;
 mod report;
 
-pub use report::{BenchReport, CpuUse, Latency, Rate};
+pub use report::{BenchReport, CpuUse, Latency, Rate, StreamCeiling};
 
-use ceilings::{commit_alone, decode_alone, naive, serve_alone};
+use ceilings::{commit_alone, decode_alone, naive, serve_alone, xadd_alone, EntryShape};
 use drain::drain_and_follow;
 
 use super::local_redis::{LocalRedis, LocalRedisError};
-use crate::store::Keys;
+use crate::store::{Keys, RedisStore, RedisStoreConfig};
 use redis::aio::ConnectionManager;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +45,7 @@ const CEILING_CONCURRENCY: usize = 8;
 const BENCH_PREFIX: &str = "{bench}";
 const CEILING_PREFIX: &str = "{bench-ceiling}";
 const NAIVE_PREFIX: &str = "{bench-naive}";
+const XADD_PREFIX: &str = "{bench-xadd}";
 
 /// What the run measures; the `bench` command's flags.
 #[derive(Clone, Debug, clap::Args)]
@@ -236,6 +239,9 @@ pub async fn run(options: &BenchOptions, say: impl Fn(&str)) -> Result<BenchRepo
         let (serial, parallel) = commit_alone(&sim, &redis.url(), ranges.commit).await?;
         report.commit_alone_serial = serial;
         report.commit_alone_parallel = parallel;
+        say("ceiling: raw XADD of the same entries, v1-shaped then v2 ...");
+        report.xadd_v1 = xadd_alone(&sim, &redis.url(), ranges.commit, EntryShape::V1).await?;
+        report.xadd_v2 = xadd_alone(&sim, &redis.url(), ranges.commit, EntryShape::V2).await?;
     }
 
     say(&format!(
@@ -246,6 +252,17 @@ pub async fn run(options: &BenchOptions, say: impl Fn(&str)) -> Result<BenchRepo
 
     let mut conn = connect(&redis.url()).await?;
     let keys = Keys::new(BENCH_PREFIX);
+    // The commit script counts a block's events in the stats hash in the same script as their
+    // XADDs, and the daemon is stopped: exactly the event entries in the stream, which also holds
+    // a `block` entry per block and `finalized` entries.
+    report.stream_events = RedisStore::new(&RedisStoreConfig {
+        url: redis.url(),
+        prefix: BENCH_PREFIX.to_string(),
+        ..crate::config::Config::default().store_config()
+    })?
+    .stats()
+    .await?
+    .events_published();
     report.stream_entries = redis::cmd("XLEN")
         .arg(keys.events())
         .query_async(&mut conn)

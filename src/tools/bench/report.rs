@@ -29,6 +29,29 @@ pub(super) fn per_second(count: u64, seconds: f64) -> f64 {
     }
 }
 
+/// Entries XADDed pipelined into a fresh stream without the commit script: the physical ceiling
+/// of writing the stream, and what its entries cost in memory.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StreamCeiling {
+    /// The blocks and events written, and how long the XADDs took.
+    pub(crate) rate: Rate,
+    /// Stream entries written: one per event, plus one `block` entry per block in v2.
+    pub(crate) entries: u64,
+    /// MEMORY USAGE of the stream once written (every entry, block entries included).
+    pub(crate) stream_bytes: u64,
+}
+
+impl StreamCeiling {
+    pub(crate) fn entries_per_sec(&self) -> f64 {
+        per_second(self.entries, self.rate.seconds)
+    }
+
+    /// Stream bytes over event entries: block entries are paid for, not counted.
+    pub(crate) fn bytes_per_event(&self) -> f64 {
+        self.stream_bytes as f64 / self.rate.events.max(1) as f64
+    }
+}
+
 /// Quantiles of a set of latencies, in ms.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Latency {
@@ -72,6 +95,11 @@ pub struct BenchReport {
     pub commit_alone_serial: Rate,
     /// The same with several commits in flight: what Redis can absorb.
     pub commit_alone_parallel: Rate,
+    /// The same blocks' entries in the v1 shape, XADDed pipelined without the script.
+    pub xadd_v1: StreamCeiling,
+    /// The same blocks' entries exactly as the v2 commit writes them, XADDed pipelined without
+    /// the script.
+    pub xadd_v2: StreamCeiling,
     pub(crate) drain: Rate,
     /// Blocks that arrived at the head during the drain and went through the tip or priority.
     pub head_blocks_during_drain: u64,
@@ -82,7 +110,10 @@ pub struct BenchReport {
     pub(crate) head_in_sync: Latency,
     pub(crate) head_polls_per_sec: f64,
     pub(crate) rss_peak_mb: f64,
+    /// XLEN of the drained stream: events, `block` and `finalized` entries.
     pub(crate) stream_entries: u64,
+    /// Event entries in it, as the stats hash counts them.
+    pub(crate) stream_events: u64,
     pub(crate) stream_bytes: u64,
     pub(crate) redis_used_memory_delta: u64,
     pub(crate) naive: Option<Rate>,
@@ -117,13 +148,26 @@ impl BenchReport {
         }
     }
 
+    /// The drain's events/s over the raw XADD events/s of v2 entries: how close the daemon comes
+    /// to what appending its entries to the stream costs at all.
+    pub(crate) fn xadd_ratio(&self) -> f64 {
+        let ceiling = self.xadd_v2.rate.eps();
+        if ceiling > 0.0 {
+            self.drain.eps() / ceiling
+        } else {
+            0.0
+        }
+    }
+
     pub(crate) fn req_per_block(&self) -> f64 {
         let blocks = self.drain.blocks + self.head_blocks_during_drain;
         self.requests_during_drain as f64 / blocks.max(1) as f64
     }
 
+    /// Stream bytes over event entries: the `block` and `finalized` entries are paid for, not
+    /// counted.
     pub(crate) fn redis_bytes_per_event(&self) -> f64 {
-        self.stream_bytes as f64 / self.stream_entries.max(1) as f64
+        self.stream_bytes as f64 / self.stream_events.max(1) as f64
     }
 
     /// The figures as a table, for people.
@@ -174,6 +218,16 @@ impl BenchReport {
             &format!("ceiling: redis commit alone ({CEILING_CONCURRENCY} in flight)"),
             &self.commit_alone_parallel,
         );
+        row(
+            &mut out,
+            "ceiling: raw XADD, v1-shaped entries",
+            &self.xadd_v1.rate,
+        );
+        row(
+            &mut out,
+            "ceiling: raw XADD, v2 entries",
+            &self.xadd_v2.rate,
+        );
         row(&mut out, "daemon: backlog drain", &self.drain);
         if let Some(naive) = &self.naive {
             row(
@@ -198,6 +252,30 @@ impl BenchReport {
             let _ = writeln!(
                 out,
                 "ceilings not measured (under a node rate limit they would only measure the limit)"
+            );
+        }
+        if self.xadd_v2.rate.blocks > 0 {
+            let xadd = |out: &mut String, what: &str, c: &StreamCeiling, blocks: &str| {
+                let _ = writeln!(
+                    out,
+                    "{what:<35} {:>12.0}   ({} entries for {} events{blocks}; {:.0} bytes/event)",
+                    c.entries_per_sec(),
+                    c.entries,
+                    c.rate.events,
+                    c.bytes_per_event()
+                );
+            };
+            xadd(&mut out, "raw XADD v1-shaped, entries/s", &self.xadd_v1, "");
+            xadd(
+                &mut out,
+                "raw XADD v2, entries/s",
+                &self.xadd_v2,
+                ", block entries included",
+            );
+            let _ = writeln!(
+                out,
+                "drain / raw XADD v2                 {:>12.2}   (drain events/s / raw XADD events/s)",
+                self.xadd_ratio()
             );
         }
         if let Some(naive) = &self.naive {
@@ -266,10 +344,11 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "redis stream bytes per event        {:>12.0}   ({} entries, {:.1} MB; used_memory grew {:.1} MB)",
+            "redis stream bytes per event        {:>12.0}   (block entries included: {:.1} MB over {} events; {} entries; used_memory grew {:.1} MB)",
             self.redis_bytes_per_event(),
-            self.stream_entries,
             self.stream_bytes as f64 / 1e6,
+            self.stream_events,
+            self.stream_entries,
             self.redis_used_memory_delta as f64 / 1e6
         );
         out
@@ -279,7 +358,9 @@ impl BenchReport {
     pub fn line(&self) -> String {
         format!(
             "drain_bps={:.1} drain_eps={:.0} ceiling_eps={:.0} ratio={:.2} req_per_block={:.3} \
-             head_p50_ms={:.0} head_p99_ms={:.0} rss_mb={:.1} redis_bytes_per_event={:.0}",
+             head_p50_ms={:.0} head_p99_ms={:.0} rss_mb={:.1} redis_bytes_per_event={:.0} \
+             xadd_v1_entries_s={:.0} xadd_v2_entries_s={:.0} drain_to_xadd_v2={:.2} \
+             xadd_v1_bytes_per_event={:.0} xadd_v2_bytes_per_event={:.0}",
             self.drain.bps(),
             self.drain.eps(),
             self.ceiling_eps(),
@@ -288,7 +369,12 @@ impl BenchReport {
             self.head_in_sync.p50_ms,
             self.head_in_sync.p99_ms,
             self.rss_peak_mb,
-            self.redis_bytes_per_event()
+            self.redis_bytes_per_event(),
+            self.xadd_v1.entries_per_sec(),
+            self.xadd_v2.entries_per_sec(),
+            self.xadd_ratio(),
+            self.xadd_v1.bytes_per_event(),
+            self.xadd_v2.bytes_per_event()
         )
     }
 }
@@ -309,9 +395,11 @@ mod tests {
         assert_eq!(Latency::of(Vec::new()).samples, 0);
     }
 
-    #[test]
-    fn the_last_line_has_every_figure_the_issue_names() {
-        let report = BenchReport {
+    /// A run of 1000 blocks of 30 events: the drain at 30,000 events/s, its stream 1,100
+    /// entries (1,000 events, 100 block entries) in 250,000 bytes; the raw XADD ceilings on 100
+    /// blocks, v1 in 0.5 s and v2 (100 more entries) in 0.25 s.
+    fn measured() -> BenchReport {
+        BenchReport {
             drain: Rate {
                 blocks: 1000,
                 events: 300_000,
@@ -327,15 +415,71 @@ mod tests {
                 events: 40_000,
                 seconds: 1.0,
             },
+            xadd_v1: StreamCeiling {
+                rate: Rate {
+                    blocks: 100,
+                    events: 30_000,
+                    seconds: 0.5,
+                },
+                entries: 30_000,
+                stream_bytes: 14_190_000,
+            },
+            xadd_v2: StreamCeiling {
+                rate: Rate {
+                    blocks: 100,
+                    events: 30_000,
+                    seconds: 0.25,
+                },
+                entries: 30_100,
+                stream_bytes: 7_200_000,
+            },
             requests_during_drain: 1010,
-            stream_entries: 1000,
-            stream_bytes: 500_000,
+            stream_entries: 1100,
+            stream_events: 1000,
+            stream_bytes: 250_000,
             ..BenchReport::default()
-        };
+        }
+    }
+
+    #[test]
+    fn the_last_line_has_every_figure_the_issue_names() {
         assert_eq!(
-            report.line(),
+            measured().line(),
             "drain_bps=100.0 drain_eps=30000 ceiling_eps=40000 ratio=0.75 req_per_block=1.010 \
-             head_p50_ms=0 head_p99_ms=0 rss_mb=0.0 redis_bytes_per_event=500"
+             head_p50_ms=0 head_p99_ms=0 rss_mb=0.0 redis_bytes_per_event=250 \
+             xadd_v1_entries_s=60000 xadd_v2_entries_s=120400 drain_to_xadd_v2=0.25 \
+             xadd_v1_bytes_per_event=473 xadd_v2_bytes_per_event=240"
         );
+    }
+
+    #[test]
+    fn the_table_shows_both_raw_xadd_ceilings_and_the_drain_against_v2() {
+        let table = measured().table();
+        let lines: Vec<&str> = table.lines().collect();
+        for expected in [
+            "ceiling: raw XADD, v1-shaped entries               100       30000      0.5        200        60000",
+            "ceiling: raw XADD, v2 entries                      100       30000      0.2        400       120000",
+            "raw XADD v1-shaped, entries/s              60000   (30000 entries for 30000 events; 473 bytes/event)",
+            "raw XADD v2, entries/s                    120400   (30100 entries for 30000 events, block entries included; 240 bytes/event)",
+            "drain / raw XADD v2                         0.25   (drain events/s / raw XADD events/s)",
+            "redis stream bytes per event                 250   (block entries included: 0.2 MB over 1000 events; 1100 entries; used_memory grew 0.0 MB)",
+        ] {
+            assert!(
+                lines.contains(&expected),
+                "missing line {expected:?} in\n{table}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_the_ceilings_the_table_has_no_raw_xadd_lines() {
+        let report = BenchReport {
+            xadd_v1: StreamCeiling::default(),
+            xadd_v2: StreamCeiling::default(),
+            ..measured()
+        };
+        let table = report.table();
+        assert!(!table.contains("raw XADD"), "{table}");
+        assert!(report.line().contains(" drain_to_xadd_v2=0.00 "));
     }
 }

@@ -51,6 +51,9 @@ impl Harness {
             history: options.blocks,
             block_interval_ms: options.block_interval_ms,
             txs_per_block: options.txs_per_block,
+            fork_rate: options.fork_rate,
+            fork_window: options.fork_window,
+            max_fork_depth: options.max_fork_depth,
             ..SimParams::default()
         };
         let rate = options.fault_rate;
@@ -68,6 +71,7 @@ impl Harness {
             empty_block_rate: rate,
             empty_infos_rate: rate,
             node_error_rate: rate,
+            fork_race_rate: rate,
             ..SimFaults::default()
         };
         let sim = tron_sim::spawn(params, faults, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -87,6 +91,8 @@ impl Harness {
             kills: 0,
             panics: 0,
             redis_restarts: 0,
+            forks: 0,
+            reverted_blocks: 0,
             daemon_exits: 0,
             dead_requeued: 0,
             stop_status: None,
@@ -162,10 +168,18 @@ impl Harness {
                 disruption.kind, disruption.after_done, disruption.down_ms
             );
         }
-        // The head moved meanwhile: the range ends at the head seen once the plan is over, so
-        // it holds live-head blocks too.
-        let to = self.sim.chain().head();
+        // The head moved meanwhile: the range ends at the head once the plan is over, so it
+        // holds live-head blocks too. The node's head stops there: a fork still open at it
+        // stays as it is, and verify's twin serves the same versions the daemon last saw.
+        let to = self.sim.chain().halt();
         self.wait_done(from, to, to - from + 1).await?;
+        self.report.forks = self
+            .sim
+            .chain()
+            .forks_between(initial_head + 1, to)
+            .iter()
+            .filter(|(start, depth)| *start > initial_head && start + depth <= to)
+            .count() as u64;
         if let Some(mut daemon) = self.daemon.take() {
             let limit = Duration::from_millis(GRACE_MS + 10_000);
             self.report.stop_status = daemon.terminate(limit).await.and_then(|s| s.code());

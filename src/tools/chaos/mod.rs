@@ -81,6 +81,16 @@ pub struct ChaosOptions {
     /// How late a slow answer comes.
     #[arg(long, default_value_t = 300)]
     pub slow_ms: u64,
+    /// Chance that a window of `--fork-window` blocks starts with a fork at the live head (the
+    /// node serves its blocks in another version, then switches back to the canonical branch).
+    #[arg(long, default_value_t = 1.0)]
+    pub fork_rate: f64,
+    /// Forks start at multiples of this many blocks.
+    #[arg(long, default_value_t = 8)]
+    pub fork_window: u64,
+    /// Forks replace 1 to this many blocks (at most 19).
+    #[arg(long, default_value_t = 5)]
+    pub max_fork_depth: u64,
     /// Fail if the run has not finished after this many seconds.
     #[arg(long, value_name = "DURATION_CAP", default_value = "3600", value_parser = seconds)]
     pub duration_cap: Duration,
@@ -110,6 +120,9 @@ impl Default for ChaosOptions {
             rate_limit_rate: 0.001,
             penalty_ms: 300,
             slow_ms: 300,
+            fork_rate: 1.0,
+            fork_window: 8,
+            max_fork_depth: 5,
             duration_cap: Duration::from_secs(3_600),
             daemon_exe: PathBuf::from("tron-actors"),
             keep_dir: false,

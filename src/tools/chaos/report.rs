@@ -20,6 +20,10 @@ pub struct ChaosReport {
     /// Times the daemon exited by itself (its tree gave up past the restart intensity) and the
     /// harness started it again, as systemd would.
     pub daemon_exits: u64,
+    /// Forks the node made at the live head and switched away from during the run.
+    pub forks: u64,
+    /// `block_reverted` entries in the range: orphaned versions the daemon retracted.
+    pub reverted_blocks: u64,
     /// Blocks that failed every retry and were put back to work by the harness.
     pub dead_requeued: u64,
     /// The daemon's exit status after the final SIGTERM (0 expected).
@@ -49,13 +53,15 @@ impl ChaosReport {
     /// The one line a run ends with.
     pub fn line(&self) -> String {
         format!(
-            "chaos seed={} blocks={} events={} kills={} panics={} redis_restarts={} missing={} duplicated={} unexpected={} unverifiable={} daemon_exits={} dead_requeued={} stop_status={} elapsed_s={} {}",
+            "chaos seed={} blocks={} events={} kills={} panics={} redis_restarts={} forks={} reverted_blocks={} missing={} duplicated={} unexpected={} unverifiable={} daemon_exits={} dead_requeued={} stop_status={} elapsed_s={} {}",
             self.seed,
             self.blocks,
             self.events,
             self.kills,
             self.panics,
             self.redis_restarts,
+            self.forks,
+            self.reverted_blocks,
             self.missing,
             self.duplicated,
             self.unexpected,
@@ -71,6 +77,7 @@ impl ChaosReport {
     pub(super) fn absorb(&mut self, verified: VerifyReport) {
         self.blocks = verified.blocks;
         self.events = verified.expected_events;
+        self.reverted_blocks = verified.reverted_blocks;
         self.missing = verified.missing;
         self.duplicated = verified.duplicated;
         self.unexpected = verified.unexpected;
