@@ -70,6 +70,10 @@ impl DaemonHandle {
         } else {
             FaultHooks::default()
         });
+        if let Some(point) = config.faults.abort_in_retraction.0 {
+            tracing::warn!(point = ?point, "Fault injection on: the process aborts in its first retraction (faults.abort_in_retraction)");
+            hooks.abort_in_retraction(point);
+        }
         let stats = Arc::new(TreeStats::default());
         // Before the tree, so that a busy port fails the start before any work is claimed.
         let ops = if let Some(listen) = config.metrics.listen {

@@ -13,6 +13,12 @@ use std::sync::Arc;
 /// More metrics rendered by parts the server does not know (the node client, the tracer).
 pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// A metric without labels: its HELP and TYPE lines, then its one sample.
+fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    metric(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -70,6 +76,13 @@ pub async fn render(store: &RedisStore, tree: &TreeStats, extra: &[ExtraMetrics]
             );
         }
     }
+    sample(
+        &mut out,
+        "tron_actors_fork_refusals_total",
+        "counter",
+        "Walks back this process refused because the node contradicted a finalized block (a broken node).",
+        tree.deep_fork_refusals.load(Ordering::Relaxed),
+    );
     for render_more in extra {
         out.push_str(&render_more());
     }
@@ -78,6 +91,27 @@ pub async fn render(store: &RedisStore, tree: &TreeStats, extra: &[ExtraMetrics]
 
 fn render_store(out: &mut String, s: &StoreSnapshot, head: u64, head_time: u64) {
     let last = s.last_synced.unwrap_or(0);
+    sample(
+        out,
+        "tron_actors_finalized_block",
+        "gauge",
+        "The node's solidified block as last published in a finalized entry (0 = none yet).",
+        s.finalized.unwrap_or(0),
+    );
+    sample(
+        out,
+        "tron_actors_forks_total",
+        "counter",
+        "Forks found and retracted (retractions of at least one block).",
+        s.stats.forks(),
+    );
+    sample(
+        out,
+        "tron_actors_reverted_blocks_total",
+        "counter",
+        "Blocks retracted (block_reverted entries written).",
+        s.stats.reverted_blocks(),
+    );
     metric(
         out,
         "tron_actors_last_synced_block",
@@ -187,22 +221,19 @@ fn render_store(out: &mut String, s: &StoreSnapshot, head: u64, head_time: u64) 
 /// The tracer's counts.
 pub fn render_trace_stats(stats: &crate::telemetry::TraceStats) -> String {
     let mut out = String::new();
-    metric(
+    sample(
         &mut out,
         "tron_actors_trace_spans_exported_total",
         "counter",
         "Spans the OTLP exporter delivered.",
+        stats.spans_exported.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "tron_actors_trace_spans_exported_total {}",
-        stats.spans_exported.load(Ordering::Relaxed)
-    );
-    metric(&mut out, "tron_actors_trace_export_failures_total", "counter", "OTLP export batches that failed (collector away); their spans are dropped, never waited on.");
-    let _ = writeln!(
-        out,
-        "tron_actors_trace_export_failures_total {}",
-        stats.export_failures.load(Ordering::Relaxed)
+    sample(
+        &mut out,
+        "tron_actors_trace_export_failures_total",
+        "counter",
+        "OTLP export batches that failed (collector away); their spans are dropped, never waited on.",
+        stats.export_failures.load(Ordering::Relaxed),
     );
     out
 }

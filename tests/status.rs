@@ -89,7 +89,9 @@ async fn status_json_matches_the_redis_state_after_a_known_run() {
         .unwrap();
     let backlog_events = events_in(&sim, (from..head).filter(|b| *b != bad));
     let tip_events = events_in(&sim, head..=head);
-    assert_eq!(stream_len, backlog_events + tip_events);
+    // The events, one block entry per committed block, and one finalized entry (the frozen
+    // node's solidified block, head - 19, never moves).
+    assert_eq!(stream_len, backlog_events + tip_events + 29 + 1);
 
     let expected = serde_json::json!({
         "node": {
@@ -107,6 +109,7 @@ async fn status_json_matches_the_redis_state_after_a_known_run() {
         },
         "sync": {
             "last_synced": head,
+            "finalized": head - 19,
             "lag_blocks": 0,
             "lag_seconds": 0.0,
             "queues": {"priority": 0, "backlog": 0, "retry": 0, "dead": 1},
@@ -114,6 +117,8 @@ async fn status_json_matches_the_redis_state_after_a_known_run() {
             "published": {
                 "blocks": {"backlog": 28, "tip": 1},
                 "events": {"backlog": backlog_events, "tip": tip_events},
+                "reverted_blocks": 0,
+                "forks": 0,
             },
             "stream": {
                 "key": "{tron}:events",
@@ -137,6 +142,8 @@ async fn status_json_matches_the_redis_state_after_a_known_run() {
     assert_eq!(rows["last synced"], head.to_string());
     assert_eq!(rows["lag"], "0 blocks, 0 s");
     assert_eq!(rows["dead letters"], "1");
+    assert_eq!(rows["finalized"], (head - 19).to_string());
+    assert_eq!(rows["forks"], "0 (0 blocks retracted)");
     assert_eq!(rows["retrying"], "0");
     assert_eq!(rows["blocks published"], "29 (backlog 28, tip 1)");
     assert!(

@@ -6,6 +6,7 @@ mod common;
 
 use actors::store::Origin;
 use common::{assert_exactly_once, frozen_sim, start_daemon, test_config, wait_done, TestRedis};
+use std::collections::HashMap;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -119,10 +120,20 @@ async fn the_stream_key_is_configurable() {
     let mut conn = redis.conn().await;
     let entries = common::read_stream(&mut conn, "{tron}:events-nile").await;
     let expected = sim.chain().expected_block(head).unwrap();
-    assert_eq!(
-        entries.iter().map(common::field_map).collect::<Vec<_>>(),
-        common::expected_fields(&expected)
-    );
+    // The finality entry is the coordinator's and the block's entries the publisher's: either may
+    // come first, so the block's entries are compared in order and the finality entry on its own.
+    let (finalized, block_entries): (Vec<_>, Vec<_>) = entries
+        .iter()
+        .map(common::field_map)
+        .partition(|fields| fields.get("kind").map(String::as_str) == Some("finalized"));
+    assert_eq!(block_entries, common::expected_fields(&expected));
+    // The node's solidified block (19 below its head), published once.
+    let expected_finalized: HashMap<String, String> =
+        actors::model::finalized_entry_fields(head - 19, &sim.chain().id_at(head - 19, head))
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+    assert_eq!(finalized, vec![expected_finalized]);
     let default_stream: u64 = redis::cmd("EXISTS")
         .arg("{tron}:events")
         .query_async(&mut conn)

@@ -47,6 +47,8 @@ struct RedisStatus {
 #[derive(Serialize)]
 struct SyncStatus {
     last_synced: Option<u64>,
+    /// The node's solidified block as last published in a `finalized` entry.
+    finalized: Option<u64>,
     /// As `tron_actors_lag_blocks`: head - last_synced plus queued, leased and retrying blocks;
     /// absent without a head.
     lag_blocks: Option<u64>,
@@ -70,6 +72,9 @@ struct Queues {
 struct Published {
     blocks: BTreeMap<String, u64>,
     events: BTreeMap<String, u64>,
+    /// Blocks retracted (`block_reverted` entries), and the forks they belonged to.
+    reverted_blocks: u64,
+    forks: u64,
 }
 
 #[derive(Serialize)]
@@ -133,6 +138,7 @@ impl SyncRead {
         let s = self.snapshot;
         SyncStatus {
             last_synced: s.last_synced,
+            finalized: s.finalized,
             lag_blocks: head.map(|head| s.lag_blocks(head.number)),
             lag_seconds: head.and_then(|head| s.stats.lag_seconds(head.timestamp_ms)),
             queues: Queues {
@@ -144,6 +150,8 @@ impl SyncRead {
             published: Published {
                 blocks: s.stats.blocks_by_origin(),
                 events: s.stats.events_by_origin(),
+                reverted_blocks: s.stats.reverted_blocks(),
+                forks: s.stats.forks(),
             },
             leases_by_slot: s.leases_by_slot,
             stream: StreamStatus {
@@ -239,6 +247,18 @@ fn table(status: &Status) -> String {
                 "last synced",
                 sync.last_synced
                     .map_or_else(|| "none (never ran)".into(), |b| b.to_string()),
+            );
+            row(
+                "finalized",
+                sync.finalized
+                    .map_or_else(|| "none yet".into(), |b| b.to_string()),
+            );
+            row(
+                "forks",
+                format!(
+                    "{} ({} blocks retracted)",
+                    sync.published.forks, sync.published.reverted_blocks
+                ),
             );
             let lag_seconds = sync
                 .lag_seconds
