@@ -340,6 +340,9 @@ pub async fn wait_done(store: &RedisStore, from: u64, to: u64, limit: Duration) 
     .await;
 }
 
+/// The `instance.id` of [`DaemonProcess`]es unless a test gives another.
+pub const DAEMON_INSTANCE: &str = "test-daemon";
+
 /// The daemon as a separate process (the real binary), configured by environment variables
 /// only, as a container runs it.
 pub struct DaemonProcess(DaemonChild);
@@ -355,6 +358,7 @@ impl DaemonProcess {
             .env("TRON_ACTORS_SYNC__IDLE_MS", "50")
             .env("TRON_ACTORS_LOG__FORMAT", "json")
             .env("TRON_ACTORS_METRICS__LISTEN", "127.0.0.1:0")
+            .env("TRON_ACTORS_INSTANCE__ID", DAEMON_INSTANCE)
             .envs(extra_env.iter().copied())
             .spawn()
             .unwrap();
