@@ -167,21 +167,36 @@ impl RedisStore {
             HashMap<String, u64>,
             u64,
             Option<u64>,
+            Option<String>,
+            HashMap<String, u64>,
         );
-        let (last, priority, backlog, retry, dead, leases, stats, stream_len, finalized): Reply =
-            redis::pipe()
-                .get(self.keys.last_synced())
-                .zcard(self.keys.queue(Queue::Priority))
-                .zcard(self.keys.queue(Queue::Backlog))
-                .zcard(self.keys.retry())
-                .hlen(self.keys.dead())
-                .hgetall(self.keys.lease())
-                .hgetall(self.keys.stats())
-                .xlen(self.keys.events())
-                .get(self.keys.finalized())
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+        let (
+            last,
+            priority,
+            backlog,
+            retry,
+            dead,
+            leases,
+            stats,
+            stream_len,
+            finalized,
+            leader,
+            instances,
+        ): Reply = redis::pipe()
+            .get(self.keys.last_synced())
+            .zcard(self.keys.queue(Queue::Priority))
+            .zcard(self.keys.queue(Queue::Backlog))
+            .zcard(self.keys.retry())
+            .hlen(self.keys.dead())
+            .hgetall(self.keys.lease())
+            .hgetall(self.keys.stats())
+            .xlen(self.keys.events())
+            .get(self.keys.finalized())
+            .get(self.keys.leader())
+            .hgetall(self.keys.instances())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         let mut leases_by_slot = std::collections::BTreeMap::new();
         for value in leases.values() {
             let slot = LeaseValue::parse(value).slot.to_string();
@@ -197,6 +212,11 @@ impl RedisStore {
             stats: StoreStats::parse(&stats),
             stream_len,
             finalized,
+            leader: leader.and_then(|value| {
+                let (instance, epoch) = value.rsplit_once('|')?;
+                Some((instance.to_string(), epoch.parse().ok()?))
+            }),
+            instances: instances.into_iter().collect(),
         })
     }
 

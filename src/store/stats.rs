@@ -127,6 +127,10 @@ pub struct StoreSnapshot {
     pub dead: u64,
     /// Leases held per slot name.
     pub leases_by_slot: BTreeMap<String, u64>,
+    /// The leader's instance id and epoch; `None` while no instance leads.
+    pub leader: Option<(String, u64)>,
+    /// The registry of instances: id -> when it last bid for or renewed the leadership (ms).
+    pub instances: BTreeMap<String, u64>,
     /// What has been published.
     pub stats: StoreStats,
     /// Entries in the event stream.

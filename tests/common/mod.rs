@@ -350,7 +350,24 @@ pub struct DaemonProcess(DaemonChild);
 impl DaemonProcess {
     /// `tron-actors run` against this node and Redis, polling fast, plus `extra_env`.
     pub fn spawn(node_url: &str, redis_url: &str, extra_env: &[(&str, &str)]) -> DaemonProcess {
-        let child = DaemonCommand::new(env!("CARGO_BIN_EXE_tron-actors"))
+        Self::spawn_to(node_url, redis_url, extra_env, None)
+    }
+
+    /// [`DaemonProcess::spawn`], its output (JSON log lines) appended to `log` when given.
+    pub fn spawn_to(
+        node_url: &str,
+        redis_url: &str,
+        extra_env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> DaemonProcess {
+        let mut command = DaemonCommand::new(env!("CARGO_BIN_EXE_tron-actors"));
+        if let Some(log) = log {
+            command = command.output(tron_actors::tools::child::DaemonOutput::Lines {
+                path: log.to_path_buf(),
+                watch: Box::new(|_| {}),
+            });
+        }
+        let child = command
             .env("TRON_ACTORS_NODE__URL", node_url)
             .env("TRON_ACTORS_REDIS__URL", redis_url)
             .env("TRON_ACTORS_SYNC__POLL_MIN_MS", "50")
@@ -368,6 +385,17 @@ impl DaemonProcess {
     /// Its exit status, if it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.0.exited()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) with kill(1).
+    pub async fn signal(&self, signal: &str) {
+        let pid = self.0.pid().expect("running").to_string();
+        let status = tokio::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
     }
 
     /// SIGKILL, as a crash or power loss would.
