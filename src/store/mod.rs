@@ -15,6 +15,7 @@
 //! | `<p>:events` (or `stream.key`) | stream | the entries: events, `block`, `block_reverted`, `finalized` |
 //! | `<p>:links` | sorted set | the links of committed blocks above the finalized block: score = number, member `<number>\|<hash>\|<parent_hash>` (`LinkMember`) |
 //! | `<p>:finalized` | string | the finalized block as last published |
+//! | `<p>:leader`, `<p>:epoch`, `<p>:instances` | string, counter, hash | the leadership `<instance>\|<epoch>`, the last epoch, the registry of instances |
 //! | `<p>:stats` | hash | `blocks:<origin>`, `events:<origin>`, `last_block_time`, `reverted_blocks`, `forks` ([`StoreStats`]) |
 //!
 //! The lease hash is the only record of who holds a block: a slot's leases are the entries
