@@ -263,6 +263,8 @@ fn parse_string<'de, D: Deserializer<'de>, T>(
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[instance]`: this daemon's id among those sharing one Redis.
+    pub instance: InstanceConfig,
     /// `[node]`: the java-tron HTTP API to follow.
     pub node: NodeConfig,
     /// `[redis]`: where queues, leases and the stream live.
@@ -285,6 +287,14 @@ pub struct Config {
     pub otel: OtelConfig,
     /// `[faults]`: fault injection, for tests and the chaos harness.
     pub faults: FaultsConfig,
+}
+
+/// `[instance]`: this daemon's id.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// 1 to 64 of `A-Z a-z 0-9 . _ -`; empty = the host name.
+    pub id: String,
 }
 
 /// Trace export. Empty values fall back to the standard OTEL_EXPORTER_OTLP_* variables.
@@ -596,6 +606,13 @@ impl Config {
             ),
         );
         check(
+            self.instance.id.is_empty() || actors::slot::Instance::new(&self.instance.id).is_ok(),
+            format!(
+                "instance.id = {:?}: use 1 to 64 of A-Z a-z 0-9 . _ - (e.g. \"tron-actors-1\"), or leave it empty for the host name",
+                self.instance.id
+            ),
+        );
+        check(
             !self.redis.prefix.is_empty(),
             "redis.prefix must not be empty (default \"{tron}\")".into(),
         );
@@ -681,11 +698,41 @@ impl Config {
         }
     }
 
+    /// This daemon's instance id: `instance.id`, else the host name (`HOSTNAME`, else
+    /// `/etc/hostname`) made valid, else `tron-actors`.
+    pub fn instance(&self) -> actors::slot::Instance {
+        use actors::slot::Instance;
+        if let Ok(id) = Instance::new(&self.instance.id) {
+            return id;
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.trim().is_empty())
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .unwrap_or_default();
+        let cleaned: String = host
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        Instance::new(&cleaned)
+            .or_else(|_| Instance::new("tron-actors"))
+            .unwrap_or(Instance::NONE)
+    }
+
     /// The actor tree's settings.
     pub fn settings(&self) -> actors::settings::Settings {
         let sync = &self.sync;
         let lease = Duration::from_millis(sync.lease_ms);
         actors::settings::Settings {
+            instance: self.instance(),
             follow: sync.follow.0,
             limits: actors::sync_rule::GapLimits {
                 priority_max_gap: sync.priority_max_gap,

@@ -78,6 +78,20 @@ pub async fn render(store: &RedisStore, tree: &TreeStats, extra: &[ExtraMetrics]
     }
     sample(
         &mut out,
+        "tron_actors_leader",
+        "gauge",
+        "1 while this instance leads (runs the TipWatcher and the SyncCoordinator), 0 while it follows.",
+        u8::from(tree.is_leader()),
+    );
+    sample(
+        &mut out,
+        "tron_actors_elections_won_total",
+        "counter",
+        "Elections this instance won (each starts a new leadership epoch).",
+        tree.elections_won.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
         "tron_actors_fork_refusals_total",
         "counter",
         "Walks back this process refused because the node contradicted a finalized block (a broken node).",
@@ -112,6 +126,25 @@ fn render_store(out: &mut String, s: &StoreSnapshot, head: u64, head_time: u64) 
         "Blocks retracted (block_reverted entries written).",
         s.stats.reverted_blocks(),
     );
+    sample(
+        out,
+        "tron_actors_leader_epoch",
+        "gauge",
+        "The leadership's current epoch as Redis holds it (0 = no leader now).",
+        s.leader.as_ref().map_or(0, |(_, epoch)| *epoch),
+    );
+    metric(
+        out,
+        "tron_actors_instance_blocks_committed_total",
+        "counter",
+        "Blocks committed per daemon instance (instance.id), from every instance sharing this Redis.",
+    );
+    for (instance, n) in s.stats.blocks_by_instance() {
+        let _ = writeln!(
+            out,
+            "tron_actors_instance_blocks_committed_total{{instance=\"{instance}\"}} {n}"
+        );
+    }
     metric(
         out,
         "tron_actors_last_synced_block",

@@ -313,7 +313,11 @@ async fn traces_arrive(endpoint: &str, protocol: &str, received: Received) {
             let context = format!("block {number}, attempt {attempt}");
             assert_eq!(attr_int(root, "attempt"), Some(attempt), "{context}");
             let path = attr_str(root, "path").unwrap();
+            // `<instance>/<slot>`: the daemon's instance id, then the slot.
             let slot = attr_str(root, "slot").unwrap();
+            let slot = slot
+                .strip_prefix(&format!("{}/", common::DAEMON_INSTANCE))
+                .unwrap_or_else(|| panic!("{slot} is not the daemon instance's"));
             // A retry goes back to the backlog or, for the tip and the priority queue, to the
             // priority queue.
             let want_path = match (attempt, first_path) {

@@ -5,11 +5,11 @@
 
 mod common;
 
-use actors::slot::SlotId;
+use actors::slot::{Instance, SlotId};
 use actors::store::Store;
 use common::{
     assert_exactly_once, done_count, frozen_sim, start_daemon, test_config, wait_done, wait_until,
-    DaemonProcess, TestRedis,
+    DaemonProcess, TestRedis, DAEMON_INSTANCE,
 };
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -64,7 +64,8 @@ async fn a_sigkilled_daemon_restarted_mid_backlog_publishes_every_block_once() {
     assert!(done_at_kill < 3001, "killed too late to mean anything");
     // Leases of the killed process are still there, owned by their slots.
     let mut leased = 0;
-    for slot in (0..13).map(SlotId::backlog) {
+    let instance = Instance::new(DAEMON_INSTANCE).unwrap();
+    for slot in (0..13).map(|i| SlotId::backlog(i).of(instance)) {
         leased += store.owned_leases(slot).await.unwrap().len();
     }
 
@@ -186,7 +187,7 @@ async fn sigterm_mid_backlog_exits_zero_and_a_restart_completes_the_range_once()
     let status = daemon.terminate(Duration::from_secs(8)).await;
     assert!(status.success(), "exit status {status:?}");
     // Everything claimed was handed back: no slot holds a lease.
-    for slot in SlotId::all(13) {
+    for slot in SlotId::all(Instance::new(DAEMON_INSTANCE).unwrap(), 13) {
         assert!(
             store.owned_leases(slot).await.unwrap().is_empty(),
             "{slot} kept leases"

@@ -14,10 +14,11 @@ mod common;
 
 use actors::fakes::{FakeEntry, FakeStore};
 use actors::model::{Block, KIND_BLOCK, KIND_BLOCK_REVERTED, KIND_FINALIZED};
+use actors::slot::Instance;
 use actors::slot::SlotId;
 use actors::store::{
-    Advance, BlockLink, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store,
-    StoreError,
+    Advance, BlockLink, CommitOutcome, Committer, DeadLetter, FailOutcome, LeaderClaim, Leadership,
+    Lease, Origin, Queue, Store, StoreError, Term,
 };
 use async_trait::async_trait;
 use common::sample_block;
@@ -74,6 +75,8 @@ contract!(
     revert_leaves_a_block_committed_in_another_version_and_a_final_one_alone,
     finalize_moves_only_forward_and_forgets_the_links_below_it,
     links_are_kept_only_above_the_finalized_block,
+    one_term_leads_at_a_time_and_a_new_election_takes_the_next_epoch,
+    steps_fenced_by_a_term_that_no_longer_leads_are_refused_and_write_nothing,
 );
 
 /// A stream entry as the rules read it: an event of a block, or an entry of the fake store's
@@ -248,6 +251,7 @@ async fn advance(
             tip_slot: SlotId::TIP,
             lease_deadline_ms: deadline,
             enqueue: gap,
+            term: None,
         })
         .await
 }
@@ -1083,4 +1087,170 @@ async fn links_are_kept_only_above_the_finalized_block(store: &impl StoreProbe) 
         store.links(4, u64::MAX).await.unwrap(),
         vec![link(&blocks[1]), link(&blocks[2])]
     );
+}
+
+fn bid(instance: &str, held: Option<u64>, ttl_ms: u64) -> LeaderClaim {
+    LeaderClaim {
+        instance: Instance::new(instance).unwrap(),
+        held,
+        ttl_ms,
+        now_ms: actors::clock::now_ms(),
+    }
+}
+
+fn term(instance: &str, epoch: u64) -> Term {
+    Term {
+        instance: Instance::new(instance).unwrap(),
+        epoch,
+    }
+}
+
+async fn one_term_leads_at_a_time_and_a_new_election_takes_the_next_epoch(store: &impl Store) {
+    let a1 = term("a", 1);
+    assert_eq!(
+        store.lead(&bid("a", None, 60_000)).await.unwrap(),
+        Leadership::Leader(a1)
+    );
+    match store.lead(&bid("b", None, 60_000)).await.unwrap() {
+        Leadership::Follower {
+            leader,
+            expires_in_ms,
+        } => {
+            assert_eq!(leader, a1);
+            assert!(
+                (59_000..=60_000).contains(&expires_in_ms),
+                "{expires_in_ms}"
+            );
+        }
+        other => panic!("b leads too: {other:?}"),
+    }
+    // A renewal keeps the epoch.
+    assert_eq!(
+        store.lead(&bid("a", Some(1), 60_000)).await.unwrap(),
+        Leadership::Leader(a1)
+    );
+    // Another process under a's id that does not hold epoch 1 is a duplicate: it follows.
+    assert!(matches!(
+        store.lead(&bid("a", Some(7), 60_000)).await.unwrap(),
+        Leadership::Follower { leader, .. } if leader == a1
+    ));
+    // a's next process (restarted, holding nothing) takes its own leadership over at once.
+    assert_eq!(
+        store.lead(&bid("a", None, 60_000)).await.unwrap(),
+        Leadership::Leader(term("a", 2))
+    );
+    // Resigning frees it for b at once.
+    store
+        .resign(Some(term("a", 2)), Instance::new("a").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.lead(&bid("b", None, 300)).await.unwrap(),
+        Leadership::Leader(term("b", 3))
+    );
+    // A leadership not renewed runs out: a takes it with the next epoch.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        store.lead(&bid("a", None, 60_000)).await.unwrap(),
+        Leadership::Leader(term("a", 4))
+    );
+    // Resigning a term that does not lead changes nothing.
+    store
+        .resign(Some(term("b", 3)), Instance::new("b").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.lead(&bid("a", Some(4), 60_000)).await.unwrap(),
+        Leadership::Leader(term("a", 4))
+    );
+}
+
+async fn steps_fenced_by_a_term_that_no_longer_leads_are_refused_and_write_nothing(
+    store: &impl Store,
+) {
+    let a1 = term("a", 1);
+    store.lead(&bid("a", None, 300)).await.unwrap();
+    let advance = |head: u64, expected: Option<u64>, term: Option<Term>| Advance {
+        expected_last: expected,
+        head,
+        tip_slot: SlotId::TIP.of(Instance::new("a").unwrap()),
+        lease_deadline_ms: FAR,
+        enqueue: None,
+        term,
+    };
+    store.advance(&advance(10, None, Some(a1))).await.unwrap();
+    // a is paused past its lease; b is elected.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let b2 = term("b", 2);
+    assert_eq!(
+        store.lead(&bid("b", None, 60_000)).await.unwrap(),
+        Leadership::Leader(b2)
+    );
+    let not_leader = |result: Result<_, StoreError>| {
+        matches!(result, Err(StoreError::NotLeader { epoch: 1, .. }))
+    };
+    assert!(not_leader(
+        store
+            .advance(&advance(11, Some(10), Some(a1)))
+            .await
+            .map(|_| 0)
+    ));
+    let by_a = Committer {
+        instance: Instance::new("a").unwrap(),
+        term: Some(a1),
+    };
+    let block = sample_block(10, 2);
+    assert!(not_leader(
+        store
+            .commit_by(Origin::Tip, &block, 1, by_a)
+            .await
+            .map(|_| 0)
+    ));
+    assert!(not_leader(
+        store.finalize_in(5, "h5", 1, Some(a1)).await.map(|_| 0)
+    ));
+    let orphan = BlockLink {
+        number: 10,
+        hash: block.header.hash.clone(),
+        parent_hash: block.header.parent_hash.clone(),
+    };
+    assert!(not_leader(
+        store.revert_in(&[orphan], 1, Some(a1)).await.map(|_| 0)
+    ));
+    // Nothing moved: last_synced, the head's lease to a's tip, no commit, no finality.
+    assert_eq!(store.last_synced().await.unwrap(), Some(10));
+    assert_eq!(store.finalized().await.unwrap(), None);
+    assert_eq!(
+        store
+            .owned_leases(SlotId::TIP.of(Instance::new("a").unwrap()))
+            .await
+            .unwrap(),
+        vec![Lease {
+            block: 10,
+            origin: Origin::Tip
+        }]
+    );
+    // The leader's steps go through; the block is committed once, by b's term.
+    store
+        .advance(&advance(11, Some(10), Some(b2)))
+        .await
+        .unwrap();
+    let by_b = Committer {
+        instance: Instance::new("b").unwrap(),
+        term: Some(b2),
+    };
+    assert!(matches!(
+        store.commit_by(Origin::Tip, &block, 1, by_b).await.unwrap(),
+        CommitOutcome::Published { events: 2, .. }
+    ));
+    assert_eq!(
+        store
+            .commit_by(Origin::Tip, &block, 1, by_a)
+            .await
+            .map(|_| 0)
+            .ok(),
+        None,
+        "the ex-leader is still refused"
+    );
+    assert!(store.finalize_in(5, "h5", 1, Some(b2)).await.unwrap());
 }

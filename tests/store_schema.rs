@@ -25,6 +25,7 @@ async fn lease(store: &RedisStore, origin: Origin, block: u64, slot: SlotId, dea
                 tip_slot: slot,
                 lease_deadline_ms: deadline_ms,
                 enqueue: None,
+                term: None,
             })
             .await
             .unwrap(),

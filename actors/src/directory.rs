@@ -30,6 +30,11 @@ impl Directory {
             d.publisher = Some(actor);
         }
     }
+    pub(crate) fn clear_coordinator(&self) {
+        if let Ok(mut d) = self.inner.write() {
+            d.coordinator = None;
+        }
+    }
     pub(crate) fn set_coordinator(&self, actor: ActorRef<CoordinatorMsg>) {
         if let Ok(mut d) = self.inner.write() {
             d.coordinator = Some(actor);

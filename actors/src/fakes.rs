@@ -8,10 +8,10 @@
 use crate::chain::{BlockId, Chain, ChainError, Lane};
 use crate::model::{Block, BlockHeader, Event, EventBody};
 use crate::retry::{after_failure, NextStep};
-use crate::slot::SlotId;
+use crate::slot::{Instance, SlotId};
 use crate::store::{
-    Advance, BlockLink, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store,
-    StoreError,
+    Advance, BlockLink, CommitOutcome, Committer, DeadLetter, FailOutcome, LeaderClaim, Leadership,
+    Lease, Origin, Queue, Store, StoreError, Term,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -226,6 +226,16 @@ pub struct FakeStoreState {
     pub retry: BTreeMap<u64, (u64, Queue)>,
     /// The dead-letter set.
     pub dead: BTreeMap<u64, DeadLetter>,
+    /// The leader's term and when its leadership runs out (ms since the epoch).
+    pub leader: Option<(Term, u64)>,
+    /// The last epoch handed out.
+    pub epoch: u64,
+    /// The registry of instances: instance -> last seen.
+    pub instances: BTreeMap<Instance, u64>,
+    /// Blocks committed per instance.
+    pub committed_by: HashMap<Instance, u64>,
+    /// Steps refused because their term no longer led.
+    pub not_leader_refusals: u64,
 }
 
 /// A [`Store`] in memory.
@@ -245,6 +255,26 @@ impl FakeStoreState {
         }
     }
 
+    /// The leader now, if its leadership has not run out.
+    pub fn leader_at(&self, now_ms: u64) -> Option<Term> {
+        self.leader
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(term, _)| term)
+    }
+
+    /// Refuses a step fenced by a term that no longer leads (the scripts' twin).
+    fn fence(&mut self, term: Option<Term>) -> Result<(), StoreError> {
+        let Some(term) = term else { return Ok(()) };
+        if self.leader_at(crate::clock::now_ms()) == Some(term) {
+            return Ok(());
+        }
+        self.not_leader_refusals += 1;
+        Err(StoreError::NotLeader {
+            instance: term.instance,
+            epoch: term.epoch,
+        })
+    }
+
     fn return_to_queue(&mut self, block: u64) {
         if let Some((_, origin, _)) = self.leases.remove(&block) {
             if !self.done.contains(&block) {
@@ -262,6 +292,7 @@ impl Store for FakeStore {
 
     async fn advance(&self, advance: &Advance) -> Result<(), StoreError> {
         let mut s = self.state.lock().unwrap();
+        s.fence(advance.term)?;
         if let Some((queue, from, to)) = advance.enqueue {
             s.queue(queue).extend(from..=to);
         }
@@ -333,16 +364,18 @@ impl Store for FakeStore {
         Ok(n)
     }
 
-    async fn commit(
+    async fn commit_by(
         &self,
         _origin: Origin,
         block: &Block,
         _now_ms: u64,
+        by: Committer,
     ) -> Result<CommitOutcome, StoreError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("connection refused".into()));
         }
         let mut s = self.state.lock().unwrap();
+        s.fence(by.term)?;
         let header = &block.header;
         let number = header.number;
         let differs = |link: Option<&BlockLink>, hash: &str| link.is_some_and(|l| l.hash != hash);
@@ -367,6 +400,7 @@ impl Store for FakeStore {
             return Ok(CommitOutcome::AlreadyDone);
         }
         s.stream.push((number, block.events.len()));
+        *s.committed_by.entry(by.instance).or_default() += 1;
         s.journal.push(FakeEntry::Block {
             number,
             hash: header.hash.clone(),
@@ -396,11 +430,17 @@ impl Store for FakeStore {
         Ok(s.links.range(from..=to).map(|(_, l)| l.clone()).collect())
     }
 
-    async fn revert(&self, orphans: &[BlockLink], _now_ms: u64) -> Result<Vec<u64>, StoreError> {
+    async fn revert_in(
+        &self,
+        orphans: &[BlockLink],
+        _now_ms: u64,
+        term: Option<Term>,
+    ) -> Result<Vec<u64>, StoreError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("connection refused".into()));
         }
         let mut s = self.state.lock().unwrap();
+        s.fence(term)?;
         let mut reverted = Vec::new();
         for orphan in orphans {
             let number = orphan.number;
@@ -424,8 +464,15 @@ impl Store for FakeStore {
         Ok(self.state.lock().unwrap().finalized)
     }
 
-    async fn finalize(&self, block: u64, _hash: &str, _now_ms: u64) -> Result<bool, StoreError> {
+    async fn finalize_in(
+        &self,
+        block: u64,
+        _hash: &str,
+        _now_ms: u64,
+        term: Option<Term>,
+    ) -> Result<bool, StoreError> {
         let mut s = self.state.lock().unwrap();
+        s.fence(term)?;
         if s.finalized.is_some_and(|f| f >= block) {
             return Ok(false);
         }
@@ -433,6 +480,48 @@ impl Store for FakeStore {
         s.journal.push(FakeEntry::Finalized { number: block });
         s.links.retain(|number, _| *number >= block);
         Ok(true)
+    }
+
+    async fn lead(&self, claim: &LeaderClaim) -> Result<Leadership, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        let mut s = self.state.lock().unwrap();
+        s.instances.insert(claim.instance, claim.now_ms);
+        let until = claim.now_ms + claim.ttl_ms;
+        let current = s.leader.filter(|(_, expires)| *expires > claim.now_ms);
+        match current {
+            Some((term, _))
+                if term.instance == claim.instance && claim.held == Some(term.epoch) =>
+            {
+                s.leader = Some((term, until));
+                Ok(Leadership::Leader(term))
+            }
+            Some((term, _)) if !(term.instance == claim.instance && claim.held.is_none()) => {
+                Ok(Leadership::Follower {
+                    leader: term,
+                    expires_in_ms: current.map_or(0, |(_, e)| e - claim.now_ms),
+                })
+            }
+            _ => {
+                s.epoch += 1;
+                let term = Term {
+                    instance: claim.instance,
+                    epoch: s.epoch,
+                };
+                s.leader = Some((term, until));
+                Ok(Leadership::Leader(term))
+            }
+        }
+    }
+
+    async fn resign(&self, term: Option<Term>, instance: Instance) -> Result<(), StoreError> {
+        let mut s = self.state.lock().unwrap();
+        if term.is_some() && s.leader.map(|(t, _)| t) == term {
+            s.leader = None;
+        }
+        s.instances.remove(&instance);
+        Ok(())
     }
 
     async fn fail(

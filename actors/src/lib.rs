@@ -49,6 +49,7 @@ pub mod fork;
 pub mod histogram;
 pub mod hooks;
 mod job;
+mod leader_elector;
 pub mod model;
 mod poll_schedule;
 mod queue_worker;

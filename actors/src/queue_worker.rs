@@ -30,9 +30,10 @@ impl QueueWorker {
     /// The PriorityActor.
     pub(crate) fn priority(services: Services) -> PriorityActor {
         let batch = services.settings.priority_batch;
+        let slot = SlotId::PRIORITY.of(services.settings.instance);
         QueueWorker {
             services,
-            slot: SlotId::PRIORITY,
+            slot,
             queue: Queue::Priority,
             batch,
         }

@@ -8,9 +8,9 @@ use crate::directory::Directory;
 use crate::hooks::FaultHooks;
 use crate::settings::Settings;
 use crate::stats::TreeStats;
-use crate::store::Store;
+use crate::store::{Store, StoreError, Term};
 use crate::tree::TreeDeps;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 #[derive(Clone)]
@@ -25,6 +25,9 @@ pub(crate) struct Services {
     pub(crate) stats: Arc<TreeStats>,
     /// Called on each new `block` span (the binary records the trace id on it).
     pub(crate) span_hook: Option<fn(&tracing::Span)>,
+    /// The term this instance leads in, while it does (set by the Supervisor on the
+    /// LeaderElector's word).
+    term: Arc<RwLock<Option<Term>>>,
 }
 
 impl Services {
@@ -46,7 +49,31 @@ impl Services {
             hooks,
             stats,
             span_hook,
+            term: Arc::default(),
         }
+    }
+
+    /// The term this instance leads in, if it does.
+    pub(crate) fn term(&self) -> Option<Term> {
+        self.term.read().ok().and_then(|t| *t)
+    }
+
+    /// The term, for a step only the leader may take.
+    pub(crate) fn leader_term(&self) -> Result<Term, StoreError> {
+        self.term().ok_or(StoreError::NotLeader {
+            instance: self.settings.instance,
+            epoch: 0,
+        })
+    }
+
+    pub(crate) fn set_term(&self, term: Option<Term>) {
+        if let Ok(mut t) = self.term.write() {
+            *t = term;
+        }
+        self.stats.leader_epoch.store(
+            term.map_or(0, |t| t.epoch),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     pub(crate) fn is_stopping(&self) -> bool {

@@ -17,6 +17,8 @@ pub enum Follow {
 
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// This daemon's id (`instance.id`): its worker slots and its leadership are its own.
+    pub instance: crate::slot::Instance,
     /// Which blocks to publish: the head's, or only final ones.
     pub follow: Follow,
     pub limits: GapLimits,
@@ -24,7 +26,8 @@ pub struct Settings {
     pub start_block: Option<u64>,
     /// Number of BacklogActors: 13.
     pub backlog_workers: usize,
-    /// How long a lease holds without a heartbeat.
+    /// How long a lease holds without a heartbeat; also the leadership's lease (a dead
+    /// leader is replaced within it).
     pub lease: Duration,
     /// How often an actor extends its leases (a third of `lease` by default).
     pub heartbeat: Duration,
@@ -58,6 +61,7 @@ impl Settings {
     /// settings from `config/default.toml` (`Config::settings` in the root crate).
     pub(crate) fn for_tests() -> Self {
         Settings {
+            instance: crate::slot::Instance::NONE,
             follow: Follow::Head,
             limits: GapLimits {
                 priority_max_gap: 20,

@@ -23,6 +23,10 @@ pub struct TreeStats {
     pub deep_fork_refusals: AtomicU64,
     /// Time of each commit script, as the StreamPublisher sees it.
     pub commit_latency: crate::histogram::Histogram,
+    /// The epoch this instance leads in; 0 while it follows.
+    pub leader_epoch: AtomicU64,
+    /// Elections this instance won (each starts a new epoch).
+    pub elections_won: AtomicU64,
     /// Restarts per child: its worker slot's name, `publisher` or `coordinator`.
     pub restarts_by_slot: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// True from the tree's start until it stops or begins to shut down (readiness).
@@ -33,6 +37,11 @@ impl TreeStats {
     /// Whether the tree is running and not shutting down.
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Relaxed)
+    }
+
+    /// Whether this instance leads (runs the TipWatcher and the SyncCoordinator).
+    pub fn is_leader(&self) -> bool {
+        self.leader_epoch.load(Ordering::Relaxed) != 0
     }
 
     pub(crate) fn set_running(&self, running: bool) {

@@ -5,7 +5,7 @@
 use crate::chain::ErrorSource;
 use crate::chain::Lane;
 use crate::model::Block;
-use crate::slot::SlotId;
+use crate::slot::{Instance, SlotId};
 use async_trait::async_trait;
 
 /// Where a block's work came from: the head, a small gap or retry, or a large gap. It decides
@@ -100,6 +100,55 @@ pub struct Lease {
     pub origin: Origin,
 }
 
+/// One leadership: the instance that leads and the epoch it was elected in. Epochs only grow, so
+/// a step fenced by a term is refused once another instance has been elected since (a paused
+/// ex-leader that wakes up moves nothing back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Term {
+    /// Who leads.
+    pub instance: Instance,
+    /// The election it won.
+    pub epoch: u64,
+}
+
+/// A bid for the leadership, or its renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderClaim {
+    /// The bidder.
+    pub instance: Instance,
+    /// The epoch the bidder leads in now, to renew it; `None` to take the leadership when it
+    /// is free (or held by an earlier process of the same instance id).
+    pub held: Option<u64>,
+    /// How long the leadership lasts without a renewal.
+    pub ttl_ms: u64,
+    /// Now, ms since the epoch (the instance's heartbeat in the registry of instances).
+    pub now_ms: u64,
+}
+
+/// What a [`LeaderClaim`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    /// The bidder leads in this term (renewed, or newly elected).
+    Leader(Term),
+    /// Another term holds it.
+    Follower {
+        /// The leader's term.
+        leader: Term,
+        /// When its leadership runs out unless renewed.
+        expires_in_ms: u64,
+    },
+}
+
+/// Who commits a block: the instance (counted per instance in the stats) and, for a block the
+/// leader's TipWatcher leased itself, the leader's term, which the commit checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Committer {
+    /// The committing instance.
+    pub instance: Instance,
+    /// The term the commit is fenced by; `None` = not fenced.
+    pub term: Option<Term>,
+}
+
 /// What the atomic advance of last_synced_block records together with the new value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Advance {
@@ -114,6 +163,9 @@ pub struct Advance {
     pub lease_deadline_ms: u64,
     /// Blocks to enqueue first (idempotent), `from..=to`.
     pub enqueue: Option<(Queue, u64, u64)>,
+    /// The leader's term: the advance is refused ([`StoreError::NotLeader`]) when another term
+    /// holds the leadership. `None` = not fenced (tools, tests of one store).
+    pub term: Option<Term>,
 }
 
 /// Result of a commit.
@@ -206,6 +258,14 @@ pub enum StoreError {
         /// The value the store holds.
         found: Option<u64>,
     },
+    /// A step fenced by a term was refused: that term no longer leads.
+    #[error("instance {instance} is no longer the leader (its epoch {epoch} ended)")]
+    NotLeader {
+        /// The refused term's instance.
+        instance: Instance,
+        /// The refused term's epoch.
+        epoch: u64,
+    },
 }
 
 impl StoreError {
@@ -217,6 +277,7 @@ impl StoreError {
             }
             StoreError::Protocol(_) | StoreError::Undecodable { .. } => "store_protocol",
             StoreError::Conflict { .. } => "store_conflict",
+            StoreError::NotLeader { .. } => "store_not_leader",
         }
     }
 }
@@ -265,13 +326,27 @@ pub trait Store: Send + Sync + 'static {
     async fn heartbeat(&self, slot: SlotId, deadline_ms: u64) -> Result<usize, StoreError>;
 
     /// The exactly-once step: if `block` is not done, add all its events to the stream, mark it
-    /// done and drop its lease; otherwise only drop the lease.
+    /// done and drop its lease; otherwise only drop the lease. Counted for `by.instance`; refused
+    /// with [`StoreError::NotLeader`] (nothing written, the lease kept) when `by.term` no longer
+    /// leads.
+    async fn commit_by(
+        &self,
+        origin: Origin,
+        block: &Block,
+        now_ms: u64,
+        by: Committer,
+    ) -> Result<CommitOutcome, StoreError>;
+
+    /// [`Store::commit_by`] by no instance, not fenced.
     async fn commit(
         &self,
         origin: Origin,
         block: &Block,
         now_ms: u64,
-    ) -> Result<CommitOutcome, StoreError>;
+    ) -> Result<CommitOutcome, StoreError> {
+        self.commit_by(origin, block, now_ms, Committer::default())
+            .await
+    }
 
     /// The links kept of committed blocks `from..=to`, lowest first. A committed block has one
     /// exactly when it was committed above the finalized block and is not yet below it.
@@ -281,14 +356,46 @@ pub trait Store: Send + Sync + 'static {
     /// stored link still has the orphan's hash, one `block_reverted` entry, its done mark and
     /// link cleared, and the block back on the priority queue; others are left alone. Returns
     /// the blocks retracted. A block at or below the finalized block is never retracted.
-    async fn revert(&self, orphans: &[BlockLink], now_ms: u64) -> Result<Vec<u64>, StoreError>;
+    /// Refused with [`StoreError::NotLeader`] when `term` no longer leads.
+    async fn revert_in(
+        &self,
+        orphans: &[BlockLink],
+        now_ms: u64,
+        term: Option<Term>,
+    ) -> Result<Vec<u64>, StoreError>;
+
+    /// [`Store::revert_in`], not fenced.
+    async fn revert(&self, orphans: &[BlockLink], now_ms: u64) -> Result<Vec<u64>, StoreError> {
+        self.revert_in(orphans, now_ms, None).await
+    }
 
     /// The finalized block as last published; `None` before the first.
     async fn finalized(&self) -> Result<Option<u64>, StoreError>;
 
     /// Publishes a `finalized` entry for `block` (the node's solidified block, hash `hash`) if
     /// it is above the stored one, and forgets the links below it; returns whether it moved.
-    async fn finalize(&self, block: u64, hash: &str, now_ms: u64) -> Result<bool, StoreError>;
+    /// Refused with [`StoreError::NotLeader`] when `term` no longer leads.
+    async fn finalize_in(
+        &self,
+        block: u64,
+        hash: &str,
+        now_ms: u64,
+        term: Option<Term>,
+    ) -> Result<bool, StoreError>;
+
+    /// [`Store::finalize_in`], not fenced.
+    async fn finalize(&self, block: u64, hash: &str, now_ms: u64) -> Result<bool, StoreError> {
+        self.finalize_in(block, hash, now_ms, None).await
+    }
+
+    /// Takes or renews the leadership for `claim.instance` (a lease of `claim.ttl_ms`; a new
+    /// election starts a new, higher epoch), or says who holds it. Also records the instance
+    /// as alive at `claim.now_ms` in the registry of instances.
+    async fn lead(&self, claim: &LeaderClaim) -> Result<Leadership, StoreError>;
+
+    /// Gives the leadership up if `term` still holds it (clean shutdown: a follower takes over at
+    /// once instead of after the lease), and removes the instance from the registry.
+    async fn resign(&self, term: Option<Term>, instance: Instance) -> Result<(), StoreError>;
 
     /// Records a failed attempt: the block goes to the retry set, due after the delay for this
     /// attempt in `delays_ms`, or to the dead-letter set once they are used up. Drops the lease.

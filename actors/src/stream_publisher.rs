@@ -110,7 +110,13 @@ async fn commit(
     block: &Block,
 ) -> Result<CommitOutcome, StoreError> {
     let started = std::time::Instant::now();
-    let result = services.store.commit(origin, block, now_ms()).await;
+    // The head's block is leased by the leader: its commit is fenced by the leader's term.
+    // Queue work is anyone's, and the done mark alone keeps it exactly once.
+    let by = crate::store::Committer {
+        instance: services.settings.instance,
+        term: (origin == Origin::Tip).then(|| services.term()).flatten(),
+    };
+    let result = services.store.commit_by(origin, block, now_ms(), by).await;
     services.stats.commit_latency.observe(started.elapsed());
     match &result {
         Ok(CommitOutcome::Published { events, .. }) => tracing::debug!(

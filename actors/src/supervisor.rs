@@ -2,10 +2,16 @@
 //! child that fails or stops unexpectedly under the same slot (the new instance resumes the slot's
 //! leases), counts restarts, and gives up loudly past the restart intensity (OTP style: at most N
 //! restarts within T), so that systemd or the container runtime restarts the whole process.
+//!
+//! The leader's children (the SyncCoordinator and the TipWatcher) run only while the
+//! LeaderElector says this instance leads; the others (the StreamPublisher, the elector and the
+//! queue workers) run in every instance.
 
+use crate::leader_elector::LeaderElector;
 use crate::queue_worker::{BacklogActor, PriorityActor};
 use crate::services::Services;
-use crate::slot::{SlotId, SlotKind};
+use crate::slot::{Instance, SlotId, SlotKind};
+use crate::store::Term;
 use crate::stream_publisher::StreamPublisher;
 use crate::sync_coordinator::SyncCoordinator;
 use crate::tip_watcher::TipWatcher;
@@ -20,18 +26,38 @@ use tokio::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Child {
     Publisher,
+    Elector,
     Coordinator,
     /// The TipWatcher, the PriorityActor or a BacklogActor.
     Worker(SlotId),
 }
 
 impl Child {
-    /// Every child of the tree, in start order (the publisher and coordinator first, since the
-    /// workers talk to them).
-    pub(crate) fn all(backlog_workers: usize) -> impl Iterator<Item = Child> {
-        [Child::Publisher, Child::Coordinator]
+    /// The children every instance runs, in start order (the publisher first, since the workers
+    /// talk to it).
+    pub(crate) fn always(instance: Instance, backlog_workers: usize) -> Vec<Child> {
+        [Child::Publisher, Child::Elector]
             .into_iter()
-            .chain(SlotId::all(backlog_workers).map(Child::Worker))
+            .chain(
+                SlotId::all(instance, backlog_workers)
+                    .filter(|slot| slot.kind() != SlotKind::Tip)
+                    .map(Child::Worker),
+            )
+            .collect()
+    }
+
+    /// The children only the leader runs, in start order (the coordinator first, since the
+    /// TipWatcher talks to it).
+    pub(crate) fn leader_only(instance: Instance) -> [Child; 2] {
+        [Child::Coordinator, Child::Worker(SlotId::TIP.of(instance))]
+    }
+
+    fn is_leader_only(self) -> bool {
+        match self {
+            Child::Coordinator => true,
+            Child::Worker(slot) => slot.kind() == SlotKind::Tip,
+            Child::Publisher | Child::Elector => false,
+        }
     }
 }
 
@@ -40,6 +66,7 @@ impl std::fmt::Display for Child {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Child::Publisher => f.write_str("publisher"),
+            Child::Elector => f.write_str("elector"),
             Child::Coordinator => f.write_str("coordinator"),
             Child::Worker(slot) => slot.fmt(f),
         }
@@ -89,16 +116,34 @@ pub(crate) struct SupervisorState {
 pub(crate) enum SupervisorMsg {
     /// The workers running now, for the shutdown (which stops them before the others).
     Workers(ractor::RpcReplyPort<Vec<ActorCell>>),
+    /// The elector won (or renewed under a new epoch) the leadership.
+    Lead(Term),
+    /// The elector lost the leadership, or cannot be sure it still has it.
+    Follow,
 }
 
 /// Starts the actor of `child`, linked to `supervisor`.
 pub(crate) async fn spawn_child(
     services: &Services,
     child: Child,
-    supervisor: ActorCell,
+    supervisor: &ActorRef<SupervisorMsg>,
 ) -> Result<ActorCell, ractor::SpawnErr> {
     let services = services.clone();
+    let elector_supervisor = supervisor.clone();
+    let supervisor = supervisor.get_cell();
     let cell = match child {
+        Child::Elector => Actor::spawn_linked(
+            None,
+            LeaderElector {
+                services,
+                supervisor: elector_supervisor,
+            },
+            (),
+            supervisor,
+        )
+        .await?
+        .0
+        .get_cell(),
         Child::Publisher => Actor::spawn_linked(None, StreamPublisher { services }, (), supervisor)
             .await?
             .0
@@ -145,6 +190,10 @@ impl Supervisor {
         if self.services.is_stopping() {
             return Ok(());
         }
+        if child.is_leader_only() && self.services.term().is_none() {
+            // The leadership ended meanwhile: the next leader runs it.
+            return Ok(());
+        }
         let name = child.to_string();
         // Structured, so that the chaos harness counts injected panics without reading the text.
         let reason_kind = match child {
@@ -176,9 +225,72 @@ impl Supervisor {
             reason_kind,
             "Actor stopped unexpectedly, restarting it"
         );
-        let cell = spawn_child(&self.services, child, myself.get_cell()).await?;
+        let cell = spawn_child(&self.services, child, myself).await?;
         state.children.insert(cell.get_id(), child);
         Ok(())
+    }
+
+    /// Starts the leader's children, unless they run.
+    async fn lead(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        term: Term,
+    ) -> Result<(), ActorProcessingErr> {
+        self.services.set_term(Some(term));
+        if state.children.values().any(|c| c.is_leader_only()) {
+            return Ok(());
+        }
+        for child in Child::leader_only(self.services.settings.instance) {
+            let cell = spawn_child(&self.services, child, myself).await?;
+            state.children.insert(cell.get_id(), child);
+        }
+        Ok(())
+    }
+
+    /// Stops the leader's children (the TipWatcher after the head block in hand, within the
+    /// grace period) and hands the tip slot's leases back to the priority queue, where any
+    /// instance's worker takes them.
+    async fn follow(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
+        self.services.set_term(None);
+        let mut leader_children: Vec<(ActorCell, Child)> = myself
+            .get_children()
+            .into_iter()
+            .filter_map(|cell| {
+                let child = *state.children.get(&cell.get_id())?;
+                child.is_leader_only().then_some((cell, child))
+            })
+            .collect();
+        leader_children.sort_by_key(|(_, child)| *child == Child::Coordinator);
+        let grace = self.services.settings.shutdown_grace;
+        // The TipWatcher first (it may be waiting for the coordinator), then the coordinator.
+        for (cell, child) in leader_children {
+            state.children.remove(&cell.get_id());
+            if cell
+                .stop_and_wait(Some("leadership ended".into()), Some(grace))
+                .await
+                .is_err()
+            {
+                cell.kill();
+            }
+            tracing::info!(child = %child, "Stopped: this instance no longer leads");
+        }
+        self.services.directory.clear_coordinator();
+        let tip = SlotId::TIP.of(self.services.settings.instance);
+        let store = &self.services.store;
+        let handed_back = async {
+            let leases = store.owned_leases(tip).await?;
+            let blocks: Vec<u64> = leases.iter().map(|l| l.block).collect();
+            store.release(tip, &blocks).await
+        }
+        .await;
+        match handed_back {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(slot = %tip, leases = n, "Handed back the head's leases"),
+            Err(error) => {
+                tracing::warn!(%error, slot = %tip, "Could not hand back the head's leases; they return when they expire")
+            }
+        }
     }
 }
 
@@ -194,8 +306,8 @@ impl Actor for Supervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let settings = &self.services.settings;
         let mut children = HashMap::new();
-        for child in Child::all(settings.backlog_workers) {
-            let cell = spawn_child(&self.services, child, myself.get_cell()).await?;
+        for child in Child::always(settings.instance, settings.backlog_workers) {
+            let cell = spawn_child(&self.services, child, &myself).await?;
             children.insert(cell.get_id(), child);
         }
         Ok(SupervisorState {
@@ -221,6 +333,16 @@ impl Actor for Supervisor {
                     .collect();
                 let _ = reply.send(workers);
             }
+            SupervisorMsg::Lead(term) => {
+                if !self.services.is_stopping() {
+                    self.lead(&myself, state, term).await?;
+                }
+            }
+            SupervisorMsg::Follow => {
+                if !self.services.is_stopping() {
+                    self.follow(&myself, state).await
+                }
+            }
         }
         Ok(())
     }
@@ -245,6 +367,7 @@ impl Actor for Supervisor {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -274,13 +397,21 @@ mod tests {
 
     #[test]
     fn children_are_counted_under_stable_names() {
-        let names: Vec<String> = Child::all(13).map(|c| c.to_string()).collect();
-        assert_eq!(names.len(), 17);
+        let names: Vec<String> = Child::always(Instance::NONE, 13)
+            .into_iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(names.len(), 16);
         assert_eq!(names[0], "publisher");
-        assert_eq!(names[1], "coordinator");
-        assert_eq!(names[2], "tip");
-        assert_eq!(names[3], "priority");
-        assert_eq!(names[4], "backlog-0");
-        assert_eq!(names[16], "backlog-12");
+        assert_eq!(names[1], "elector");
+        assert_eq!(names[2], "priority");
+        assert_eq!(names[3], "backlog-0");
+        assert_eq!(names[15], "backlog-12");
+        let a = Instance::new("a").unwrap();
+        let leader: Vec<String> = Child::leader_only(a)
+            .into_iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(leader, ["coordinator", "a/tip"]);
     }
 }

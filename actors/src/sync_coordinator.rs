@@ -91,9 +91,10 @@ impl SyncCoordinator {
         services
             .hooks
             .at_retraction_point(crate::hooks::RetractionPoint::BeforeRevert);
+        let term = services.leader_term()?;
         let reverted = services
             .store
-            .revert(&found, crate::clock::now_ms())
+            .revert_in(&found, crate::clock::now_ms(), Some(term))
             .await?;
         services
             .hooks
@@ -196,7 +197,12 @@ impl SyncCoordinator {
         }
         if services
             .store
-            .finalize(solid.number, &solid.hash, crate::clock::now_ms())
+            .finalize_in(
+                solid.number,
+                &solid.hash,
+                crate::clock::now_ms(),
+                Some(services.leader_term()?),
+            )
             .await?
         {
             state.finalized = Some(Some(solid.number));
@@ -260,9 +266,10 @@ impl SyncCoordinator {
             let advance = Advance {
                 expected_last: stored,
                 head,
-                tip_slot: SlotId::TIP,
+                tip_slot: SlotId::TIP.of(settings.instance),
                 lease_deadline_ms: self.services.lease_deadline(),
                 enqueue,
+                term: Some(self.services.leader_term()?),
             };
             match self.services.store.advance(&advance).await {
                 Ok(()) => state.last = Some(Some(head)),

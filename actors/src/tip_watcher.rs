@@ -29,6 +29,11 @@ pub(crate) struct TipState {
 }
 
 impl TipWatcher {
+    /// This instance's tip slot.
+    fn slot(&self) -> SlotId {
+        SlotId::TIP.of(self.services.settings.instance)
+    }
+
     /// One poll; returns the wait before the next one.
     async fn poll(&self, state: &mut TipState) -> Result<Duration, ActorProcessingErr> {
         let TipState {
@@ -36,12 +41,12 @@ impl TipWatcher {
             schedule,
         } = state;
         if !state.resumed {
-            let leases = self.services.store.owned_leases(SlotId::TIP).await?;
+            let leases = self.services.store.owned_leases(self.slot()).await?;
             if !leases.is_empty() {
-                tracing::info!(slot = %SlotId::TIP, leases = leases.len(), "Resuming the slot's leases");
+                tracing::info!(slot = %self.slot(), leases = leases.len(), "Resuming the slot's leases");
             }
             let batch: Vec<(u64, Origin)> = leases.iter().map(|l| (l.block, l.origin)).collect();
-            work_batch(&self.services, SlotId::TIP, &batch).await?;
+            work_batch(&self.services, self.slot(), &batch).await?;
             state.resumed = true;
         }
         let head = match self.services.chain.head().await {
@@ -80,7 +85,7 @@ impl TipWatcher {
         };
         let seen_at = now_ms();
         if let Some(leased) = decision.leased_head() {
-            work_one(&self.services, SlotId::TIP, Origin::Tip, leased).await?;
+            work_one(&self.services, self.slot(), Origin::Tip, leased).await?;
         }
         // Timed from when the head was seen, so the next block's due time is kept whatever
         // processing this one took.
@@ -102,7 +107,7 @@ impl Actor for TipWatcher {
         myself.send_message(TipMsg::Poll)?;
         let settings = &self.services.settings;
         Ok(TipState {
-            slot: SlotState::new(&self.services, SlotId::TIP),
+            slot: SlotState::new(&self.services, self.slot()),
             schedule: PollSchedule::new(
                 settings.block_interval,
                 settings.poll_min,
@@ -124,13 +129,13 @@ impl Actor for TipWatcher {
                 }
                 let wait = match self.poll(state).await {
                     Ok(wait) => {
-                        state.slot.succeeded(SlotId::TIP);
+                        state.slot.succeeded(self.slot());
                         wait
                     }
                     Err(error) => {
                         state
                             .slot
-                            .failed(SlotId::TIP, self.services.settings.idle, &error)
+                            .failed(self.slot(), self.services.settings.idle, &error)
                     }
                 };
                 myself.send_after(wait, || TipMsg::Poll);

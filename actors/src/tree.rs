@@ -8,9 +8,11 @@
 //!    the grace period; those still busy then are killed;
 //! 3. every lease a worker slot still holds is handed back to its queue, so any worker of any
 //!    later process takes it at once instead of waiting for the lease to expire;
-//! 4. the SyncCoordinator and the StreamPublisher stop (the publisher only once the workers are
-//!    gone, so a block finished within the grace period is still committed), then the
-//!    Supervisor.
+//! 4. the SyncCoordinator, the LeaderElector and the StreamPublisher stop (the publisher only
+//!    once the workers are gone, so a block finished within the grace period is still
+//!    committed);
+//! 5. the leadership is given up (another instance leads at once instead of after the lease),
+//!    then the Supervisor stops.
 
 use crate::chain::Chain;
 use crate::hooks::FaultHooks;
@@ -165,6 +167,17 @@ impl TreeHandle {
         let cell = self.supervisor.get_cell();
         cell.stop_children_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
             .await;
+        // After the coordinator has stopped: another instance may lead at once.
+        let term = self.services.term();
+        self.services.set_term(None);
+        if let Err(error) = self
+            .services
+            .store
+            .resign(term, self.services.settings.instance)
+            .await
+        {
+            tracing::warn!(%error, "Could not give the leadership up; another instance takes it when its lease runs out");
+        }
         cell.stop(Some("shutdown".into()));
         let _ = tokio::time::timeout(STOP_TIMEOUT, self.ended).await;
     }
@@ -184,7 +197,8 @@ impl TreeHandle {
     /// Returns the leases every worker slot still holds to their queues.
     async fn hand_back_leases(&self) {
         let store = &self.services.store;
-        for slot in SlotId::all(self.services.settings.backlog_workers) {
+        let settings = &self.services.settings;
+        for slot in SlotId::all(settings.instance, settings.backlog_workers) {
             let result = async {
                 let leases = store.owned_leases(slot).await?;
                 let blocks: Vec<u64> = leases.iter().map(|l| l.block).collect();

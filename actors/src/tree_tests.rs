@@ -348,3 +348,151 @@ async fn the_solidified_block_is_asked_for_once_per_new_head_however_often_the_h
     assert_eq!(tree.store.state.lock().unwrap().finalized, Some(101 - 19));
     tree.handle.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Two trees of two instances on one store: a rolling deployment, or two replicas.
+async fn start_two(chain: &Arc<FakeChain>, store: &Arc<FakeStore>) -> (TreeHandle, TreeHandle) {
+    let mut trees = Vec::new();
+    for id in ["a", "b"] {
+        let settings = Settings {
+            instance: crate::slot::Instance::new(id).unwrap(),
+            ..settings()
+        };
+        let deps = TreeDeps::new(chain.clone(), store.clone(), settings);
+        trees.push(Tree::start(deps).await.unwrap());
+        // b bids once a holds the leadership.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = trees.pop().unwrap();
+    (trees.pop().unwrap(), b)
+}
+
+fn each_block_once(store: &FakeStore, from: u64, to: u64) {
+    let s = store.state.lock().unwrap();
+    let mut commits: BTreeMap<u64, usize> = BTreeMap::new();
+    for (block, _) in &s.stream {
+        *commits.entry(*block).or_default() += 1;
+    }
+    let expected: BTreeMap<u64, usize> = (from..=to).map(|b| (b, 1)).collect();
+    assert_eq!(commits, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_instances_elect_one_leader_and_drain_the_backlog_together() {
+    let chain = Arc::new(FakeChain::with_head(400));
+    // Fetching takes time, as on a node: both instances' workers are busy at once.
+    chain
+        .slow
+        .lock()
+        .unwrap()
+        .extend((101..=400).map(|n| (n, Duration::from_millis(200))));
+    let store = Arc::new(store_with_last(100));
+    let (a, b) = start_two(&chain, &store).await;
+    until(Duration::from_secs(300), "blocks 101..=400 done", || {
+        let s = store.state.lock().unwrap();
+        (101..=400).all(|n| s.done.contains(&n))
+    })
+    .await;
+    each_block_once(&store, 101, 400);
+    assert!(a.stats().is_leader(), "the first to bid leads");
+    assert!(!b.stats().is_leader(), "one leader");
+    let a_id = crate::slot::Instance::new("a").unwrap();
+    let b_id = crate::slot::Instance::new("b").unwrap();
+    {
+        let s = store.state.lock().unwrap();
+        assert_eq!(s.last_synced, Some(400));
+        let leader = s.leader.unwrap().0;
+        assert_eq!((leader.instance, leader.epoch), (a_id, 1));
+        let by_a = s.committed_by.get(&a_id).copied().unwrap_or(0);
+        let by_b = s.committed_by.get(&b_id).copied().unwrap_or(0);
+        assert_eq!(by_a + by_b, 300);
+        assert!(by_a > 0 && by_b > 0, "both drained: a {by_a}, b {by_b}");
+        assert_eq!(s.not_leader_refusals, 0);
+        // Each instance's workers hold leases under its own slots only.
+        assert!(s.leases.is_empty(), "{:?}", s.leases);
+        assert_eq!(
+            s.instances.keys().copied().collect::<Vec<_>>(),
+            [a_id, b_id]
+        );
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_leader_stops_the_follower_takes_over_at_once_and_follows_the_head() {
+    let chain = Arc::new(FakeChain::with_head(200));
+    let store = Arc::new(store_with_last(199));
+    let (a, b) = start_two(&chain, &store).await;
+    until(Duration::from_secs(30), "block 200 done", || {
+        store.state.lock().unwrap().done.contains(&200)
+    })
+    .await;
+    assert!(a.stats().is_leader() && !b.stats().is_leader());
+    a.shutdown(Duration::from_secs(5)).await;
+    // a resigned: b need not wait for the 30 s lease to run out.
+    until(Duration::from_secs(2), "b leads", || b.stats().is_leader()).await;
+    assert_eq!(
+        b.stats()
+            .leader_epoch
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    chain.head.store(230, std::sync::atomic::Ordering::SeqCst);
+    until(Duration::from_secs(60), "blocks 201..=230 done", || {
+        let s = store.state.lock().unwrap();
+        (201..=230).all(|n| s.done.contains(&n))
+    })
+    .await;
+    each_block_once(&store, 200, 230);
+    assert_eq!(store.state.lock().unwrap().last_synced, Some(230));
+    b.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        store.state.lock().unwrap().leader.is_none(),
+        "b resigned too"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_lease_ran_out_is_replaced_and_its_stale_steps_are_refused() {
+    let chain = Arc::new(FakeChain::with_head(200));
+    let store = Arc::new(store_with_last(199));
+    let (a, b) = start_two(&chain, &store).await;
+    until(Duration::from_secs(30), "block 200 done", || {
+        store.state.lock().unwrap().done.contains(&200)
+    })
+    .await;
+    let old = store.state.lock().unwrap().leader.unwrap().0;
+    // The store forgets a's leadership, as when a was paused past its lease: b is elected
+    // within a lease, and a, on its next renewal, learns it follows.
+    store.state.lock().unwrap().leader = None;
+    until(Duration::from_secs(30), "b leads and a follows", || {
+        b.stats().is_leader() && !a.stats().is_leader()
+    })
+    .await;
+    let refused = store
+        .advance(&crate::store::Advance {
+            expected_last: Some(200),
+            head: 201,
+            tip_slot: SlotId::TIP.of(old.instance),
+            lease_deadline_ms: 0,
+            enqueue: None,
+            term: Some(old),
+        })
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(crate::store::StoreError::NotLeader { epoch: 1, .. })
+        ),
+        "{refused:?}"
+    );
+    chain.head.store(210, std::sync::atomic::Ordering::SeqCst);
+    until(Duration::from_secs(60), "blocks 201..=210 done", || {
+        let s = store.state.lock().unwrap();
+        (201..=210).all(|n| s.done.contains(&n))
+    })
+    .await;
+    each_block_once(&store, 200, 210);
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}

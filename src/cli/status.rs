@@ -56,8 +56,30 @@ struct SyncStatus {
     lag_seconds: Option<f64>,
     queues: Queues,
     leases_by_slot: BTreeMap<String, u64>,
+    /// The leader's instance id and epoch; absent while none leads.
+    leader: Option<Leader>,
+    /// The daemons sharing this Redis.
+    instances: Vec<InstanceStatus>,
     published: Published,
     stream: StreamStatus,
+}
+
+#[derive(Serialize)]
+struct Leader {
+    instance: String,
+    epoch: u64,
+}
+
+#[derive(Serialize)]
+struct InstanceStatus {
+    id: String,
+    /// When it last bid for or renewed the leadership (ms since the epoch).
+    last_seen_ms: u64,
+    leader: bool,
+    /// Leases its worker slots hold.
+    leases: u64,
+    /// Blocks it committed.
+    blocks_committed: u64,
 }
 
 #[derive(Serialize)]
@@ -153,6 +175,26 @@ impl SyncRead {
                 reverted_blocks: s.stats.reverted_blocks(),
                 forks: s.stats.forks(),
             },
+            leader: s.leader.as_ref().map(|(instance, epoch)| Leader {
+                instance: instance.clone(),
+                epoch: *epoch,
+            }),
+            instances: s
+                .instances
+                .iter()
+                .map(|(id, seen)| InstanceStatus {
+                    id: id.clone(),
+                    last_seen_ms: *seen,
+                    leader: s.leader.as_ref().is_some_and(|(l, _)| l == id),
+                    leases: s
+                        .leases_by_slot
+                        .iter()
+                        .filter(|(slot, _)| slot.split_once('/').is_some_and(|(i, _)| i == id))
+                        .map(|(_, n)| n)
+                        .sum(),
+                    blocks_committed: s.stats.blocks_by_instance().get(id).copied().unwrap_or(0),
+                })
+                .collect(),
             leases_by_slot: s.leases_by_slot,
             stream: StreamStatus {
                 key: self.stream_key,
@@ -270,6 +312,26 @@ fn table(status: &Status) -> String {
                     |lag| format!("{lag} blocks{lag_seconds}"),
                 ),
             );
+            row(
+                "leader",
+                sync.leader.as_ref().map_or_else(
+                    || "none now (the next instance to bid takes it)".into(),
+                    |l| format!("{} (epoch {})", l.instance, l.epoch),
+                ),
+            );
+            row("instances", sync.instances.len().to_string());
+            for i in &sync.instances {
+                row(
+                    &format!("  {}", i.id),
+                    format!(
+                        "{}last seen {}, {} leases, {} blocks committed",
+                        if i.leader { "leader, " } else { "" },
+                        super::dlq::format_time(i.last_seen_ms),
+                        i.leases,
+                        i.blocks_committed
+                    ),
+                );
+            }
             let q = &sync.queues;
             row("priority queue", q.priority.to_string());
             row("backlog queue", q.backlog.to_string());

@@ -15,6 +15,7 @@
 //! | `<p>:events` (or `stream.key`) | stream | the entries: events, `block`, `block_reverted`, `finalized` |
 //! | `<p>:links` | sorted set | the links of committed blocks above the finalized block: score = number, member `<number>\|<hash>\|<parent_hash>` (`LinkMember`) |
 //! | `<p>:finalized` | string | the finalized block as last published |
+//! | `<p>:leader`, `<p>:epoch`, `<p>:instances` | string, counter, hash | the leadership `<instance>\|<epoch>`, the last epoch, the registry of instances |
 //! | `<p>:stats` | hash | `blocks:<origin>`, `events:<origin>`, `last_block_time`, `reverted_blocks`, `forks` ([`StoreStats`]) |
 //!
 //! The lease hash is the only record of who holds a block: a slot's leases are the entries
@@ -35,15 +36,15 @@ pub use stats::{StoreSnapshot, StoreStats};
 
 use actors::chain::ErrorSource;
 use actors::model::{finalized_entry_fields, reverted_entry_fields, Block};
-use actors::slot::SlotId;
+use actors::slot::{Instance, SlotId};
 use actors::store::{
-    Advance, BlockLink, CommitOutcome, DeadLetter, FailOutcome, Lease, Origin, Queue, Store,
-    StoreError,
+    Advance, BlockLink, CommitOutcome, Committer, DeadLetter, FailOutcome, LeaderClaim, Leadership,
+    Lease, Origin, Queue, Store, StoreError, Term,
 };
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
-use schema::{LeaseValue, LinkMember, StatsField};
+use schema::{LeaseValue, LinkMember, StatsField, TermValue};
 use scripts::Scripts;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -92,6 +93,14 @@ fn entry_args(args: &mut Vec<String>, fields: Vec<(&'static str, String)>) {
     for (name, value) in fields {
         args.push(name.to_string());
         args.push(value);
+    }
+}
+
+/// The refusal of a step fenced by `term`.
+fn not_leader(term: Option<Term>) -> StoreError {
+    StoreError::NotLeader {
+        instance: term.map(|t| t.instance).unwrap_or_default(),
+        epoch: term.map_or(0, |t| t.epoch),
     }
 }
 
@@ -159,21 +168,36 @@ impl RedisStore {
             HashMap<String, u64>,
             u64,
             Option<u64>,
+            Option<String>,
+            HashMap<String, u64>,
         );
-        let (last, priority, backlog, retry, dead, leases, stats, stream_len, finalized): Reply =
-            redis::pipe()
-                .get(self.keys.last_synced())
-                .zcard(self.keys.queue(Queue::Priority))
-                .zcard(self.keys.queue(Queue::Backlog))
-                .zcard(self.keys.retry())
-                .hlen(self.keys.dead())
-                .hgetall(self.keys.lease())
-                .hgetall(self.keys.stats())
-                .xlen(self.keys.events())
-                .get(self.keys.finalized())
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+        let (
+            last,
+            priority,
+            backlog,
+            retry,
+            dead,
+            leases,
+            stats,
+            stream_len,
+            finalized,
+            leader,
+            instances,
+        ): Reply = redis::pipe()
+            .get(self.keys.last_synced())
+            .zcard(self.keys.queue(Queue::Priority))
+            .zcard(self.keys.queue(Queue::Backlog))
+            .zcard(self.keys.retry())
+            .hlen(self.keys.dead())
+            .hgetall(self.keys.lease())
+            .hgetall(self.keys.stats())
+            .xlen(self.keys.events())
+            .get(self.keys.finalized())
+            .get(self.keys.leader())
+            .hgetall(self.keys.instances())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         let mut leases_by_slot = std::collections::BTreeMap::new();
         for value in leases.values() {
             let slot = LeaseValue::parse(value).slot.to_string();
@@ -189,6 +213,11 @@ impl RedisStore {
             stats: StoreStats::parse(&stats),
             stream_len,
             finalized,
+            leader: leader.and_then(|value| {
+                let (instance, epoch) = value.rsplit_once('|')?;
+                Some((instance.to_string(), epoch.parse().ok()?))
+            }),
+            instances: instances.into_iter().collect(),
         })
     }
 
@@ -315,7 +344,7 @@ impl Store for RedisStore {
             .expected_last
             .map(|b| b.to_string())
             .unwrap_or_default();
-        let (moved, current): (u8, String) = self
+        let (moved, current): (i8, String) = self
             .scripts
             .advance
             .invocation(&self.keys)
@@ -324,11 +353,14 @@ impl Store for RedisStore {
             .arg(advance.lease_deadline_ms)
             .arg(advance.tip_slot.to_string())
             .arg(Origin::Tip.as_str())
+            .arg(TermValue::of(advance.term))
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         if moved == 1 {
             Ok(())
+        } else if moved == -3 {
+            Err(not_leader(advance.term))
         } else {
             Err(StoreError::Conflict {
                 expected: advance.expected_last,
@@ -396,11 +428,12 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn commit(
+    async fn commit_by(
         &self,
         origin: Origin,
         block: &Block,
         now_ms: u64,
+        by: Committer,
     ) -> Result<CommitOutcome, StoreError> {
         let mut conn = self.conn.clone();
         let minid = now_ms.saturating_sub(self.retention_ms);
@@ -421,6 +454,12 @@ impl Store for RedisStore {
             .arg(StatsField::Blocks(origin).name())
             .arg(StatsField::Events(origin).name())
             .arg(StatsField::LastBlockTime.name())
+            .arg(TermValue::of(by.term))
+            .arg(if by.instance == Instance::NONE {
+                String::new()
+            } else {
+                StatsField::BlocksBy(by.instance).name()
+            })
             .arg(block.events.len());
         let events = block.events.iter().map(|e| e.stream_fields(header.number));
         for fields in events.chain([header.block_entry_fields(block.events.len())]) {
@@ -445,6 +484,7 @@ impl Store for RedisStore {
         };
         let (status, value) = answer.map_err(unavailable)?;
         match status {
+            -3 => Err(not_leader(by.term)),
             -2 => Ok(CommitOutcome::Unlinked { at: value }),
             -1 => Ok(CommitOutcome::AlreadyDone),
             added if added >= 0 => Ok(CommitOutcome::Published {
@@ -481,7 +521,12 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn revert(&self, orphans: &[BlockLink], now_ms: u64) -> Result<Vec<u64>, StoreError> {
+    async fn revert_in(
+        &self,
+        orphans: &[BlockLink],
+        now_ms: u64,
+        term: Option<Term>,
+    ) -> Result<Vec<u64>, StoreError> {
         if orphans.is_empty() {
             return Ok(Vec::new());
         }
@@ -490,6 +535,7 @@ impl Store for RedisStore {
             now_ms.saturating_sub(self.retention_ms).to_string(),
             StatsField::RevertedBlocks.name(),
             StatsField::Forks.name(),
+            TermValue::of(term),
         ];
         for orphan in orphans {
             args.push(orphan.number.to_string());
@@ -499,13 +545,21 @@ impl Store for RedisStore {
                 reverted_entry_fields(orphan.number, &orphan.hash),
             );
         }
-        self.scripts
+        let reverted: Vec<i64> = self
+            .scripts
             .revert
             .invocation(&self.keys)
             .arg(args)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if reverted == [-3] {
+            return Err(not_leader(term));
+        }
+        reverted
+            .into_iter()
+            .map(|b| u64::try_from(b).map_err(|_| StoreError::Protocol(format!("reverted {b}"))))
+            .collect()
     }
 
     async fn finalized(&self) -> Result<Option<u64>, StoreError> {
@@ -515,18 +569,68 @@ impl Store for RedisStore {
         parse_block(&key, value)
     }
 
-    async fn finalize(&self, block: u64, hash: &str, now_ms: u64) -> Result<bool, StoreError> {
+    async fn finalize_in(
+        &self,
+        block: u64,
+        hash: &str,
+        now_ms: u64,
+        term: Option<Term>,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let mut args = vec![
             block.to_string(),
             now_ms.saturating_sub(self.retention_ms).to_string(),
+            TermValue::of(term),
         ];
         entry_args(&mut args, finalized_entry_fields(block, hash));
-        self.scripts
+        let moved: i64 = self
+            .scripts
             .finalize
             .invocation(&self.keys)
             .arg(args)
             .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        match moved {
+            -3 => Err(not_leader(term)),
+            moved => Ok(moved == 1),
+        }
+    }
+
+    async fn lead(&self, claim: &LeaderClaim) -> Result<Leadership, StoreError> {
+        let mut conn = self.conn.clone();
+        let (leads, who, epoch, ttl): (u8, String, u64, i64) = self
+            .scripts
+            .lead
+            .invocation(&self.keys)
+            .arg(claim.instance.as_str())
+            .arg(claim.held.map(|e| e.to_string()).unwrap_or_default())
+            .arg(claim.ttl_ms)
+            .arg(claim.now_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let instance = Instance::new(&who)
+            .map_err(|e| StoreError::Protocol(format!("{}: {e}", self.keys.leader())))?;
+        let term = Term { instance, epoch };
+        Ok(if leads == 1 {
+            Leadership::Leader(term)
+        } else {
+            Leadership::Follower {
+                leader: term,
+                expires_in_ms: u64::try_from(ttl).unwrap_or(0),
+            }
+        })
+    }
+
+    async fn resign(&self, term: Option<Term>, instance: Instance) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.scripts
+            .resign
+            .invocation(&self.keys)
+            .arg(TermValue::of(term))
+            .arg(instance.as_str())
+            .invoke_async::<()>(&mut conn)
             .await
             .map_err(unavailable)
     }

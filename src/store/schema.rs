@@ -57,6 +57,9 @@ impl Keys {
             Key::Stats => self.stats(),
             Key::Links => self.links(),
             Key::Finalized => self.finalized(),
+            Key::Leader => self.leader(),
+            Key::Epoch => self.epoch(),
+            Key::Instances => self.instances(),
         }
     }
 
@@ -116,6 +119,18 @@ impl Keys {
     pub fn finalized(&self) -> String {
         self.key("finalized")
     }
+    /// The leadership: `<instance>|<epoch>` ([`TermValue`]), expiring with the leader's lease.
+    pub fn leader(&self) -> String {
+        self.key("leader")
+    }
+    /// The last epoch handed out (a counter: every election takes the next one).
+    pub fn epoch(&self) -> String {
+        self.key("epoch")
+    }
+    /// The registry of instances: instance id -> when it last bid or renewed (ms).
+    pub fn instances(&self) -> String {
+        self.key("instances")
+    }
 }
 
 /// A key a script may be given. Each script lists the ones it touches; Rust passes them in KEYS
@@ -137,6 +152,9 @@ pub(crate) enum Key {
     Stats,
     Links,
     Finalized,
+    Leader,
+    Epoch,
+    Instances,
 }
 
 impl Key {
@@ -157,7 +175,23 @@ impl Key {
             Key::Stats => "STATS",
             Key::Links => "LINKS",
             Key::Finalized => "FINALIZED",
+            Key::Leader => "LEADER",
+            Key::Epoch => "EPOCH",
+            Key::Instances => "INSTANCES",
         }
+    }
+}
+
+/// A term as stored in `<p>:leader` and as the fenced scripts take it: `<instance>|<epoch>`;
+/// '' for a step not fenced. Its Lua twin is the `fenced_out` helper and the lead script of
+/// `scripts.rs`.
+pub(crate) struct TermValue;
+
+impl TermValue {
+    /// The stored form of `term`; '' for none.
+    pub(crate) fn of(term: Option<actors::store::Term>) -> String {
+        term.map(|t| format!("{}|{}", t.instance, t.epoch))
+            .unwrap_or_default()
     }
 }
 
@@ -252,6 +286,8 @@ pub(crate) enum StatsField {
     RevertedBlocks,
     /// Reverts that retracted at least one block: `forks`.
     Forks,
+    /// Blocks committed by one instance: `blocks_by:<instance>`.
+    BlocksBy(actors::slot::Instance),
 }
 
 impl StatsField {
@@ -270,6 +306,7 @@ impl StatsField {
             StatsField::LastBlockTime => "last_block_time".to_string(),
             StatsField::RevertedBlocks => "reverted_blocks".to_string(),
             StatsField::Forks => "forks".to_string(),
+            StatsField::BlocksBy(instance) => format!("blocks_by:{instance}"),
         }
     }
 
@@ -279,6 +316,11 @@ impl StatsField {
             return Some(plain);
         }
         let (what, origin) = name.split_once(':')?;
+        if what == "blocks_by" {
+            return actors::slot::Instance::new(origin)
+                .ok()
+                .map(StatsField::BlocksBy);
+        }
         let origin = Origin::parse(origin)?;
         match what {
             "blocks" => Some(StatsField::Blocks(origin)),

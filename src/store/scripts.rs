@@ -42,6 +42,16 @@ struct Helper {
 
 const HELPERS: &[Helper] = &[
     Helper {
+        keys: &[Key::Leader],
+        source: r#"
+-- Whether a step fenced by term ('' = not fenced) must be refused: the term no longer leads
+-- (TermValue in schema.rs is the term's twin).
+local function fenced_out(term)
+  return term ~= '' and redis.call('GET', LEADER) ~= term
+end
+"#,
+    },
+    Helper {
         keys: &[Key::Links],
         source: r#"
 -- The stored link of block n (its member), or nil.
@@ -92,9 +102,10 @@ end
     },
 ];
 
-/// ARGV: expected ('' = none), head, deadline, tip slot, tip origin. Returns {1, head} or
-/// {0, current}.
+/// ARGV: expected ('' = none), head, deadline, tip slot, tip origin, term ('' = not fenced).
+/// Returns {1, head}, {0, current} or {-3, ''} when the term no longer leads.
 const ADVANCE: &str = r#"
+if fenced_out(ARGV[6]) then return {-3, ''} end
 local cur = redis.call('GET', LAST_SYNCED)
 if (cur or '') ~= ARGV[1] then return {0, cur or ''} end
 local head = ARGV[2]
@@ -133,12 +144,14 @@ return out
 "#;
 
 /// ARGV: block, minid, block time, hash, parent hash, then the stats fields to count up (blocks,
-/// events, last block time), event count, then per event and then for the block entry: 2*fields,
-/// f1, v1...
-/// Returns {events added, failed attempts before this one}, {-1, 0} when already done, or
-/// {-2, at} when the block does not link to the committed block `at` (nothing written, the
-/// lease and the retry state kept): the twin of `FakeStore::commit`.
+/// events, last block time), the term ('' = not fenced), the committing instance's stats field
+/// ('' = none), event count, then per event and then for the block entry: 2*fields, f1, v1...
+/// Returns {events added, failed attempts before this one}, {-1, 0} when already done,
+/// {-2, at} when the block does not link to the committed block `at`, or {-3, 0} when the term
+/// no longer leads (both: nothing written, the lease and the retry state kept): the twin of
+/// `FakeStore::commit_by`.
 const COMMIT: &str = r#"
+if fenced_out(ARGV[9]) then return {-3, 0} end
 local b = ARGV[1]
 local number = tonumber(b)
 local hash, parent = ARGV[4], ARGV[5]
@@ -160,8 +173,8 @@ redis.call('HDEL', ATTEMPTS, b)
 redis.call('ZREM', RETRY, b)
 redis.call('HDEL', RETRY_PATH, b)
 if done then return {-1, 0} end
-local n = tonumber(ARGV[9])
-local i = 10
+local n = tonumber(ARGV[11])
+local i = 12
 -- n events, then the block entry that ends them
 for e = 1, n + 1 do
   local count = tonumber(ARGV[i])
@@ -178,6 +191,7 @@ end
 redis.call('XTRIM', EVENTS, 'MINID', '~', ARGV[2])
 redis.call('HINCRBY', STATS, ARGV[6], 1)
 redis.call('HINCRBY', STATS, ARGV[7], n)
+if ARGV[10] ~= '' then redis.call('HINCRBY', STATS, ARGV[10], 1) end
 -- The newest block time published, for the lag in seconds.
 if tonumber(redis.call('HGET', STATS, ARGV[8]) or '0') < tonumber(ARGV[3]) then
   redis.call('HSET', STATS, ARGV[8], ARGV[3])
@@ -185,13 +199,16 @@ end
 return {n, prior}
 "#;
 
-/// ARGV: minid, the stats fields to count up (reverted blocks, forks), then per orphan, newest
-/// first: block, hash, 2*fields, f1, v1... of its `block_reverted` entry.
-/// Returns the blocks retracted, in the order given: the twin of `FakeStore::revert`.
+/// ARGV: minid, the stats fields to count up (reverted blocks, forks), the term ('' = not
+/// fenced), then per orphan, newest first: block, hash, 2*fields, f1, v1... of its
+/// `block_reverted` entry.
+/// Returns the blocks retracted, in the order given, or {-3} when the term no longer leads: the
+/// twin of `FakeStore::revert_in`.
 const REVERT: &str = r#"
+if fenced_out(ARGV[4]) then return {-3} end
 local finalized = tonumber(redis.call('GET', FINALIZED) or '-1')
 local out = {}
-local i = 4
+local i = 5
 while i <= #ARGV do
   local b, hash, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local number = tonumber(b)
@@ -215,17 +232,50 @@ end
 return out
 "#;
 
-/// ARGV: block, minid, then 2*fields, f1, v1... of its `finalized` entry. Returns 1 when the
-/// finalized block moved, 0 when it was already there or beyond: the twin of
-/// `FakeStore::finalize`.
+/// ARGV: block, minid, the term ('' = not fenced), then 2*fields, f1, v1... of its `finalized`
+/// entry. Returns 1 when the finalized block moved, 0 when it was already there or beyond, -3
+/// when the term no longer leads: the twin of `FakeStore::finalize_in`.
 const FINALIZE: &str = r#"
+if fenced_out(ARGV[3]) then return -3 end
 local number = tonumber(ARGV[1])
 local current = redis.call('GET', FINALIZED)
 if current and tonumber(current) >= number then return 0 end
-redis.call('XADD', EVENTS, '*', unpack(ARGV, 4, 3 + tonumber(ARGV[3])))
+redis.call('XADD', EVENTS, '*', unpack(ARGV, 5, 4 + tonumber(ARGV[4])))
 redis.call('SET', FINALIZED, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', LINKS, '-inf', '(' .. ARGV[1])
 redis.call('XTRIM', EVENTS, 'MINID', '~', ARGV[2])
+return 1
+"#;
+
+/// ARGV: instance, held epoch ('' = none), ttl ms, now ms. The leadership is the LEADER key,
+/// `<instance>|<epoch>`, expiring after ttl unless renewed. Renewed when held by this instance in
+/// the held epoch; taken, with the next epoch, when free or held by this instance id without a
+/// held epoch (its previous process); else left alone. Also records the instance as seen now.
+/// Returns {1, instance, epoch, ttl} when the bidder leads, {0, leader, epoch, pttl} otherwise:
+/// the twin of `FakeStore::lead`.
+const LEAD: &str = r#"
+redis.call('HSET', INSTANCES, ARGV[1], ARGV[4])
+local cur = redis.call('GET', LEADER)
+if cur then
+  local who, epoch = string.match(cur, '^(.*)|(%d+)$')
+  if who == ARGV[1] and epoch == ARGV[2] then
+    redis.call('PEXPIRE', LEADER, ARGV[3])
+    return {1, who, tonumber(epoch), tonumber(ARGV[3])}
+  end
+  if not (who == ARGV[1] and ARGV[2] == '') then
+    return {0, who or '', tonumber(epoch or '0'), redis.call('PTTL', LEADER)}
+  end
+end
+local epoch = redis.call('INCR', EPOCH)
+redis.call('SET', LEADER, ARGV[1] .. '|' .. epoch, 'PX', ARGV[3])
+return {1, ARGV[1], epoch, tonumber(ARGV[3])}
+"#;
+
+/// ARGV: term ('' = none), instance. Gives the leadership up if the term still holds it and
+/// removes the instance from the registry: the twin of `FakeStore::resign`.
+const RESIGN: &str = r#"
+if ARGV[1] ~= '' and redis.call('GET', LEADER) == ARGV[1] then redis.call('DEL', LEADER) end
+redis.call('HDEL', INSTANCES, ARGV[2])
 return 1
 "#;
 
@@ -389,13 +439,15 @@ pub(crate) struct Scripts {
     pub(crate) reap: StoreScript,
     pub(crate) promote: StoreScript,
     pub(crate) dead_letters: StoreScript,
+    pub(crate) lead: StoreScript,
+    pub(crate) resign: StoreScript,
 }
 
 /// Every script: its keys and its body.
-const SCRIPTS: [(&str, &[Key], &str); 11] = [
+const SCRIPTS: [(&str, &[Key], &str); 13] = [
     (
         "advance",
-        &[LastSynced, Done, Lease, LeaseDeadline],
+        &[LastSynced, Done, Lease, LeaseDeadline, Leader],
         ADVANCE,
     ),
     (
@@ -416,15 +468,16 @@ const SCRIPTS: [(&str, &[Key], &str); 11] = [
             Stats,
             Links,
             Finalized,
+            Leader,
         ],
         COMMIT,
     ),
     (
         "revert",
-        &[Finalized, Links, Events, Done, PriorityQueue, Stats],
+        &[Finalized, Links, Events, Done, PriorityQueue, Stats, Leader],
         REVERT,
     ),
-    ("finalize", &[Finalized, Events, Links], FINALIZE),
+    ("finalize", &[Finalized, Events, Links, Leader], FINALIZE),
     (
         "fail",
         &[Done, Attempts, Retry, RetryPath, Dead, Lease, LeaseDeadline],
@@ -451,11 +504,13 @@ const SCRIPTS: [(&str, &[Key], &str); 11] = [
         &[Dead, Attempts, PriorityQueue, BacklogQueue],
         DEAD_LETTERS,
     ),
+    ("lead", &[Leader, Epoch, Instances], LEAD),
+    ("resign", &[Leader, Instances], RESIGN),
 ];
 
 impl Scripts {
     pub(crate) fn new() -> Self {
-        let [advance, claim, commit, revert, finalize, fail, heartbeat, release, reap, promote, dead_letters] =
+        let [advance, claim, commit, revert, finalize, fail, heartbeat, release, reap, promote, dead_letters, lead, resign] =
             SCRIPTS.map(|(_, keys, body)| StoreScript::new(keys, body));
         Scripts {
             advance,
@@ -469,6 +524,8 @@ impl Scripts {
             reap,
             promote,
             dead_letters,
+            lead,
+            resign,
         }
     }
 }
@@ -534,7 +591,13 @@ mod tests {
     fn every_helper_a_script_calls_is_in_its_prelude() {
         for (name, keys, body) in SCRIPTS {
             let source = source(keys, body);
-            for helper in ["queue_key", "release_lease", "return_to_queue", "link_at"] {
+            for helper in [
+                "queue_key",
+                "release_lease",
+                "return_to_queue",
+                "link_at",
+                "fenced_out",
+            ] {
                 if body.contains(&format!("{helper}(")) {
                     assert!(
                         source.contains(&format!("local function {helper}(")),

@@ -16,6 +16,7 @@ pub struct StoreStats {
     last_block_time_ms: Option<u64>,
     reverted_blocks: u64,
     forks: u64,
+    by_instance: BTreeMap<String, u64>,
 }
 
 fn index(origin: Origin) -> usize {
@@ -37,6 +38,9 @@ impl StoreStats {
                 Some(StatsField::LastBlockTime) => stats.last_block_time_ms = Some(*value),
                 Some(StatsField::RevertedBlocks) => stats.reverted_blocks = *value,
                 Some(StatsField::Forks) => stats.forks = *value,
+                Some(StatsField::BlocksBy(instance)) => {
+                    stats.by_instance.insert(instance.to_string(), *value);
+                }
                 None => {}
             }
         }
@@ -76,6 +80,11 @@ impl StoreStats {
     /// Blocks retracted so far (`block_reverted` entries written).
     pub fn reverted_blocks(&self) -> u64 {
         self.reverted_blocks
+    }
+
+    /// Blocks committed per instance id (daemons with an `instance.id`), every origin together.
+    pub fn blocks_by_instance(&self) -> &BTreeMap<String, u64> {
+        &self.by_instance
     }
 
     /// Forks met so far: retractions that retracted at least one block.
@@ -118,6 +127,10 @@ pub struct StoreSnapshot {
     pub dead: u64,
     /// Leases held per slot name.
     pub leases_by_slot: BTreeMap<String, u64>,
+    /// The leader's instance id and epoch; `None` while no instance leads.
+    pub leader: Option<(String, u64)>,
+    /// The registry of instances: id -> when it last bid for or renewed the leadership (ms).
+    pub instances: BTreeMap<String, u64>,
     /// What has been published.
     pub stats: StoreStats,
     /// Entries in the event stream.

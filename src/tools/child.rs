@@ -72,7 +72,8 @@ impl DaemonCommand {
         self
     }
 
-    pub(crate) fn output(mut self, output: DaemonOutput) -> Self {
+    /// Where its output goes.
+    pub fn output(mut self, output: DaemonOutput) -> Self {
         self.output = output;
         self
     }
@@ -127,7 +128,8 @@ pub struct DaemonChild {
 }
 
 impl DaemonChild {
-    pub(crate) fn pid(&self) -> Option<u32> {
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 

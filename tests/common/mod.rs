@@ -340,6 +340,9 @@ pub async fn wait_done(store: &RedisStore, from: u64, to: u64, limit: Duration) 
     .await;
 }
 
+/// The `instance.id` of [`DaemonProcess`]es unless a test gives another.
+pub const DAEMON_INSTANCE: &str = "test-daemon";
+
 /// The daemon as a separate process (the real binary), configured by environment variables
 /// only, as a container runs it.
 pub struct DaemonProcess(DaemonChild);
@@ -347,7 +350,24 @@ pub struct DaemonProcess(DaemonChild);
 impl DaemonProcess {
     /// `tron-actors run` against this node and Redis, polling fast, plus `extra_env`.
     pub fn spawn(node_url: &str, redis_url: &str, extra_env: &[(&str, &str)]) -> DaemonProcess {
-        let child = DaemonCommand::new(env!("CARGO_BIN_EXE_tron-actors"))
+        Self::spawn_to(node_url, redis_url, extra_env, None)
+    }
+
+    /// [`DaemonProcess::spawn`], its output (JSON log lines) appended to `log` when given.
+    pub fn spawn_to(
+        node_url: &str,
+        redis_url: &str,
+        extra_env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> DaemonProcess {
+        let mut command = DaemonCommand::new(env!("CARGO_BIN_EXE_tron-actors"));
+        if let Some(log) = log {
+            command = command.output(tron_actors::tools::child::DaemonOutput::Lines {
+                path: log.to_path_buf(),
+                watch: Box::new(|_| {}),
+            });
+        }
+        let child = command
             .env("TRON_ACTORS_NODE__URL", node_url)
             .env("TRON_ACTORS_REDIS__URL", redis_url)
             .env("TRON_ACTORS_SYNC__POLL_MIN_MS", "50")
@@ -355,6 +375,7 @@ impl DaemonProcess {
             .env("TRON_ACTORS_SYNC__IDLE_MS", "50")
             .env("TRON_ACTORS_LOG__FORMAT", "json")
             .env("TRON_ACTORS_METRICS__LISTEN", "127.0.0.1:0")
+            .env("TRON_ACTORS_INSTANCE__ID", DAEMON_INSTANCE)
             .envs(extra_env.iter().copied())
             .spawn()
             .unwrap();
@@ -364,6 +385,17 @@ impl DaemonProcess {
     /// Its exit status, if it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.0.exited()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) with kill(1).
+    pub async fn signal(&self, signal: &str) {
+        let pid = self.0.pid().expect("running").to_string();
+        let status = tokio::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
     }
 
     /// SIGKILL, as a crash or power loss would.
