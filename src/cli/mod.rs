@@ -133,10 +133,10 @@ pub(crate) async fn node_head(client: &TronClient) -> Result<actors::model::Bloc
             actors::chain::ChainError::Http { status: 401 } => {
                 format!("{error} (the node refused the API key: check node.api_key)")
             }
-            _ => format!("{error} (check node.url, and that the node runs)"),
+            _ => format!("{error} (check node.urls, and that the node runs)"),
         }),
         Err(_) => Err(format!(
-            "no answer within {}s (check node.url)",
+            "no answer within {}s (check node.urls)",
             CHECK_TIMEOUT.as_secs()
         )),
     }
