@@ -172,3 +172,49 @@ async fn a_lagging_node_is_not_used_while_it_lags_and_is_used_again_once_it_catc
     let last = last_published(&redis, head + 30).await;
     assert_exactly_once(&redis, &first, head, last).await;
 }
+
+/// The daemon as `run` in its own process, nodes from the environment: one `Switched node` log
+/// line per switch, with the nodes and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_switch_is_one_info_line_with_its_reason() {
+    let redis = TestRedis::start().await;
+    let first = frozen_sim(20, 10).await;
+    let second = frozen_sim(20, 10).await;
+    let (first_url, second_url) = (first.url(), second.url());
+    let head = first.chain().head();
+    let urls = format!("{first_url},{second_url}");
+    let redis_url = redis.url();
+    let mut daemon = common::cli::Process::spawn(
+        &["run"],
+        &[
+            ("TRON_ACTORS_NODE__URLS", urls.as_str()),
+            ("TRON_ACTORS_NODE__CHECK_MS", "100"),
+            ("TRON_ACTORS_NODE__MAX_LAG_BLOCKS", "1000"),
+            ("TRON_ACTORS_REDIS__URL", redis_url.as_str()),
+            ("TRON_ACTORS_SYNC__POLL_MIN_MS", "50"),
+            ("TRON_ACTORS_METRICS__LISTEN", ""),
+            ("TRON_ACTORS_LOG__FORMAT", "json"),
+        ],
+    );
+    let store = redis.store();
+    wait_done(&store, head, head, WAIT).await;
+    first.shutdown().await.unwrap();
+    second.chain().advance(10);
+    wait_done(&store, head, head + 10, WAIT).await;
+    assert!(daemon.terminate().await.success());
+    let switches: Vec<serde_json::Value> = daemon
+        .stderr()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|json| json["message"] == "Switched node")
+        .collect();
+    assert_eq!(switches.len(), 1, "{}", daemon.stderr());
+    let line = &switches[0];
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["from"], first_url.as_str());
+    assert_eq!(line["to"], second_url.as_str());
+    assert_eq!(line["from_head"], head);
+    assert_eq!(line["reason"], "it does not answer (2 failures in a row)");
+    let last = last_published(&redis, head + 10).await;
+    assert_exactly_once(&redis, &second, head, last).await;
+}
