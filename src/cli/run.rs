@@ -158,11 +158,28 @@ fn describe_config(config: &Config) -> String {
         node.shown_urls(),
         api_key_shown(config),
         if node.rate_limit_rps > 0.0 {
-            format!("{} requests/s", node.rate_limit_rps)
+            format!("{} requests/s per node", node.rate_limit_rps)
         } else {
             "none".into()
         }
     ));
+    if node.urls.len() > 1 {
+        let keyed: Vec<String> = node
+            .urls
+            .iter()
+            .filter(|url| {
+                !node.api_key.is_empty()
+                    && tron_actors::tron::key_applies(url, &node.api_key_hosts, node.urls.len())
+            })
+            .map(|url| tron_actors::tron::shown_url(url))
+            .collect();
+        out.push_str(&format!(
+            "  failover  first fit node in this order; at most {} blocks behind the best; heads checked every {} ms; api key sent to: {}\n",
+            node.max_lag_blocks,
+            node.check_ms,
+            if keyed.is_empty() { "none".to_string() } else { keyed.join(", ") }
+        ));
+    }
     out.push_str(&format!(
         "  redis     {} (prefix {}, stream {}:events, kept {} h)\n",
         redact_url(&config.redis.url),

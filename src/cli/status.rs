@@ -95,10 +95,6 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> Resul
     let store = open_store(&config)?;
     let client = node_client(&config)?;
     let node = async {
-        if config.node.urls.len() > 1 {
-            // Every node's head, and so the node the daemon would use: the head comes from it.
-            let _ = tokio::time::timeout(CHECK_TIMEOUT, client.check_nodes()).await;
-        }
         let head = node_head(&client).await;
         (head, client.nodes())
     };

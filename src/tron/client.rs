@@ -594,12 +594,17 @@ fn http_client(
 
 /// A request that got no answer: a timeout is its own kind, anything else keeps the HTTP
 /// client's error as the source.
-fn transport_error(error: reqwest::Error) -> ChainError {
+fn transport_error(mut error: reqwest::Error) -> ChainError {
     if error.is_timeout() {
-        ChainError::Timeout
-    } else {
-        ChainError::Transport(ErrorSource::new(error))
+        return ChainError::Timeout;
     }
+    // The message names the URL: as logs show node URLs, without credentials or query.
+    if let Some(url) = error.url_mut() {
+        if let Ok(shown) = reqwest::Url::parse(&super::pool::shown_url(url.as_str())) {
+            *url = shown;
+        }
+    }
+    ChainError::Transport(ErrorSource::new(error))
 }
 
 #[cfg(test)]
@@ -857,6 +862,24 @@ mod tests {
         assert!(error.to_string().contains("onnection refused"), "{error}");
         assert!(std::error::Error::source(&error).is_some());
         assert_eq!(client.stats().errors(ChainErrorKind::Transport), 3);
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_does_not_show_credentials_of_the_url() {
+        let url = unreachable_url().replace("http://", "http://user:pa55@");
+        let client = TronClient::new(TronClientConfig {
+            urls: vec![format!("{url}/?apikey=s3cret")],
+            max_attempts: 1,
+            ..Config::default().client_config()
+        })
+        .unwrap();
+        let error = client.head().await.unwrap_err().to_string();
+        // reqwest leaves the credentials out itself; the query is ours to hide.
+        assert!(error.contains("?REDACTED"), "{error}");
+        assert!(
+            !error.contains("pa55") && !error.contains("s3cret"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
