@@ -258,6 +258,25 @@ fn parse_string<'de, D: Deserializer<'de>, T>(
     })
 }
 
+/// A list of strings, or one string whose items are separated by commas.
+fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text.split(',').map(str::to_string).collect(),
+        OneOrMany::Many(items) => items,
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_string())
+        .filter(|item| !item.is_empty())
+        .collect())
+}
+
 /// Every key of `config/default.toml`; no field has a default of its own, that file is the one
 /// source (see the module docs).
 #[derive(Clone, Debug, Deserialize)]
@@ -357,14 +376,35 @@ impl<'de> Deserialize<'de> for AbortInRetraction {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    pub url: String,
+    /// One node: the same as `urls = [url]`. Folded into `urls` at load (then `None`); setting
+    /// both is an error.
+    pub url: Option<String>,
+    /// The nodes in order of preference; a list, or one string of URLs separated by commas
+    /// (handy in an environment variable).
+    #[serde(deserialize_with = "string_list")]
+    pub urls: Vec<String>,
     #[serde(default)]
     pub api_key: Secret,
     pub api_key_file: Option<PathBuf>,
+    #[serde(deserialize_with = "string_list")]
+    pub api_key_hosts: Vec<String>,
+    pub max_lag_blocks: u64,
+    pub check_ms: u64,
     pub timeout_ms: u64,
     pub rate_limit_rps: f64,
     pub penalty_ms: u64,
     pub max_attempts: u32,
+}
+
+impl NodeConfig {
+    /// The nodes as output shows them (no credentials), separated by `, `.
+    pub fn shown_urls(&self) -> String {
+        self.urls
+            .iter()
+            .map(|url| crate::tron::shown_url(url))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// `[redis]`: the server and the key prefix.
@@ -551,6 +591,17 @@ impl Config {
                 return Err(ConfigError::Invalid(problems));
             }
         };
+        if let Some(url) = config.node.url.take() {
+            if set_by_user(&figment, "node.urls") {
+                problems.push(
+                    "node.url and node.urls are both set: keep one (node.urls = [\"http://a:8090\", \"http://b:8090\"] \
+                     for several nodes, or node.url for one)"
+                        .to_string(),
+                );
+            } else {
+                config.node.urls = vec![url];
+            }
+        }
         if let Err(ConfigError::Invalid(more)) = config.validate() {
             problems.extend(more);
         }
@@ -578,11 +629,22 @@ impl Config {
             }
         };
         check(
-            self.node.url.starts_with("http://") || self.node.url.starts_with("https://"),
-            format!(
-                "node.url = {:?}: must start with http:// or https:// (e.g. https://api.trongrid.io)",
-                self.node.url
-            ),
+            !self.node.urls.is_empty(),
+            "node.urls is empty: name at least one node (e.g. [\"https://api.trongrid.io\"])"
+                .into(),
+        );
+        for url in &self.node.urls {
+            check(
+                url.starts_with("http://") || url.starts_with("https://"),
+                format!(
+                    "node.urls (or node.url): {:?} must start with http:// or https:// (e.g. https://api.trongrid.io)",
+                    crate::tron::shown_url(url)
+                ),
+            );
+        }
+        check(
+            self.node.check_ms >= 100,
+            "node.check_ms must be at least 100 (default 3000)".into(),
         );
         check(
             self.node.timeout_ms >= 100,
@@ -760,8 +822,11 @@ impl Config {
     pub fn client_config(&self) -> crate::tron::TronClientConfig {
         let node = &self.node;
         crate::tron::TronClientConfig {
-            url: node.url.clone(),
+            urls: node.urls.clone(),
             api_key: (!node.api_key.is_empty()).then(|| node.api_key.expose().to_string()),
+            api_key_hosts: node.api_key_hosts.clone(),
+            max_lag_blocks: node.max_lag_blocks,
+            check_interval: Duration::from_millis(node.check_ms),
             timeout: Duration::from_millis(node.timeout_ms),
             rate_limit_rps: node.rate_limit_rps,
             penalty: Duration::from_millis(node.penalty_ms),
@@ -808,6 +873,16 @@ impl Default for Config {
         Config::from_figment(Figment::from(Toml::string(DEFAULT_TOML)))
             .expect("config/default.toml is valid")
     }
+}
+
+/// The name figment gives the defaults' provider (`Toml::string`).
+const DEFAULTS_SOURCE: &str = "TOML source string";
+
+/// Whether `key` was set by a file, the environment or code, not left at its default.
+fn set_by_user(figment: &Figment, key: &str) -> bool {
+    figment
+        .find_metadata(key)
+        .is_some_and(|metadata| metadata.name != DEFAULTS_SOURCE)
 }
 
 /// What became of a key earlier versions had.
@@ -917,7 +992,8 @@ mod tests {
             jail.set_env("TRON_ACTORS_SYNC__START_BLOCK", "7");
             jail.set_env("TRON_ACTORS_REDIS__URL", "redis://env:6380");
             let config = Config::load(Some(Path::new("my.toml"))).map_err(|e| e.to_string())?;
-            assert_eq!(config.node.url, "http://file:8090");
+            assert_eq!(config.node.urls, vec!["http://file:8090".to_string()]);
+            assert_eq!(config.node.url, None);
             assert_eq!(config.sync.start_block, Some(7));
             assert_eq!(config.redis.url, "redis://env:6380");
             Ok(())
@@ -937,8 +1013,8 @@ mod tests {
         assert_eq!(
             message,
             "invalid config:\n  - unknown key \"node.foo\" (from `TRON_ACTORS_` environment \
-             variable(s)); known keys here: url, api_key, api_key_file, timeout_ms, \
-             rate_limit_rps, penalty_ms, max_attempts"
+             variable(s)); known keys here: url, urls, api_key, api_key_file, api_key_hosts, \
+             max_lag_blocks, check_ms, timeout_ms, rate_limit_rps, penalty_ms, max_attempts"
         );
     }
 
@@ -1190,8 +1266,11 @@ mod tests {
     fn client_store_and_tree_settings_come_from_the_toml() {
         let config = Config::default();
         let client = config.client_config();
-        assert_eq!(client.url, "http://127.0.0.1:8090");
+        assert_eq!(client.urls, vec!["http://127.0.0.1:8090".to_string()]);
         assert_eq!(client.api_key, None);
+        assert_eq!(client.api_key_hosts, vec!["trongrid.io".to_string()]);
+        assert_eq!(client.max_lag_blocks, 5);
+        assert_eq!(client.check_interval, Duration::from_millis(3000));
         assert_eq!(client.timeout, Duration::from_millis(10_000));
         // Once 10 in the client's own default against 0 in the TOML: the TOML is the source.
         assert_eq!(client.rate_limit_rps, 0.0);
@@ -1223,6 +1302,56 @@ mod tests {
         assert_eq!(settings.restart_max, 20);
         assert_eq!(settings.restart_window, Duration::from_millis(60_000));
         assert_eq!(settings.shutdown_grace, Duration::from_millis(10_000));
+    }
+
+    #[test]
+    fn node_urls_is_a_list_or_a_comma_separated_string_and_node_url_one_of_them() {
+        let two = vec!["http://a:8090".to_string(), "http://b:8090".to_string()];
+        let config = load_with(&[("TRON_ACTORS_NODE__URLS", "http://a:8090, http://b:8090")]);
+        assert_eq!(config.node.urls, two);
+        let config = load_with(&[(
+            "TRON_ACTORS_NODE__URLS",
+            "[\"http://a:8090\", \"http://b:8090\"]",
+        )]);
+        assert_eq!(config.node.urls, two);
+        assert_eq!(config.client_config().urls, two);
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[node]\nurls = [\"http://a:8090\", \"http://b:8090\"]\n",
+            )?;
+            let config = Config::load(Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.node.urls, vec!["http://a:8090", "http://b:8090"]);
+            Ok(())
+        });
+        // node.url alone replaces the default list.
+        let config = load_with(&[("TRON_ACTORS_NODE__URL", "http://c:8090")]);
+        assert_eq!(config.node.urls, vec!["http://c:8090".to_string()]);
+        assert_eq!(config.node.shown_urls(), "http://c:8090");
+    }
+
+    #[test]
+    fn node_url_and_node_urls_together_are_refused_naming_both() {
+        let message = load_error_with(&[
+            ("TRON_ACTORS_NODE__URL", "http://c:8090"),
+            ("TRON_ACTORS_NODE__URLS", "http://a:8090,http://b:8090"),
+        ]);
+        assert_eq!(
+            message,
+            "invalid config:\n  - node.url and node.urls are both set: keep one (node.urls = \
+             [\"http://a:8090\", \"http://b:8090\"] for several nodes, or node.url for one)"
+        );
+        assert_eq!(
+            load_error_with(&[("TRON_ACTORS_NODE__URLS", "")]),
+            "invalid config:\n  - node.urls is empty: name at least one node (e.g. \
+             [\"https://api.trongrid.io\"])"
+        );
+        let message = load_error_with(&[(
+            "TRON_ACTORS_NODE__URLS",
+            "http://a:8090,ftp://user:pw@b:2121",
+        )]);
+        assert!(message.contains("\"ftp://REDACTED@b:2121\""), "{message}");
+        assert!(!message.contains("pw"), "{message}");
     }
 
     #[test]

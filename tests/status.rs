@@ -309,3 +309,73 @@ async fn on_a_terminal_catching_up_draws_a_progress_bar_with_blocks_left_rate_an
         .success());
     let _ = tokio::time::timeout(Duration::from_secs(30), script.wait()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_nodes_status_checks_each_and_shows_the_one_in_use() {
+    let redis = TestRedis::start().await;
+    let sim = common::frozen_sim(20, 5).await;
+    let head = sim.chain().head();
+    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
+    let urls = format!("{closed},{}", sim.url());
+    let redis_url = redis.url();
+    let out = output(
+        &["status", "--json"],
+        &[
+            ("TRON_ACTORS_NODE__URLS", urls.as_str()),
+            ("TRON_ACTORS_NODE__API_KEY", "k3y-of-status"),
+            ("TRON_ACTORS_REDIS__URL", redis_url.as_str()),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("k3y-of-status"), "{stdout}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        status["node"],
+        serde_json::json!({
+            "url": sim.url(),
+            "api_key": "<redacted>",
+            "head": head,
+            "head_time_ms": sim.chain().timestamp_of(head),
+            "error": null,
+            "nodes": [
+                {
+                    "url": closed,
+                    "api_key": false,
+                    "head": null,
+                    "active": false,
+                    "unfit": "it does not answer (2 failures in a row)",
+                },
+                {
+                    "url": sim.url(),
+                    "api_key": false,
+                    "head": head,
+                    "active": true,
+                    "unfit": null,
+                },
+            ],
+        })
+    );
+
+    let out = output(
+        &["status"],
+        &[
+            ("TRON_ACTORS_NODE__URLS", urls.as_str()),
+            ("TRON_ACTORS_REDIS__URL", redis_url.as_str()),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("{} head {head}", sim.url())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{closed} head unknown, not used: it does not answer"
+        )),
+        "{stdout}"
+    );
+}

@@ -125,18 +125,26 @@ pub(crate) fn node_client(config: &Config) -> Result<TronClient, CliError> {
 pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The node's head header, or why there is none.
+/// With several nodes, every node is checked first, so that the head comes from the node the
+/// daemon would use.
 pub(crate) async fn node_head(client: &TronClient) -> Result<actors::model::BlockHeader, String> {
     use actors::chain::Chain;
-    match tokio::time::timeout(CHECK_TIMEOUT, client.head()).await {
+    let head = async {
+        if client.nodes().len() > 1 {
+            client.check_nodes().await;
+        }
+        client.head().await
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, head).await {
         Ok(Ok(header)) => Ok(header),
         Ok(Err(error)) => Err(match &error {
             actors::chain::ChainError::Http { status: 401 } => {
                 format!("{error} (the node refused the API key: check node.api_key)")
             }
-            _ => format!("{error} (check node.url, and that the node runs)"),
+            _ => format!("{error} (check node.urls, and that the node runs)"),
         }),
         Err(_) => Err(format!(
-            "no answer within {}s (check node.url)",
+            "no answer within {}s (check node.urls)",
             CHECK_TIMEOUT.as_secs()
         )),
     }

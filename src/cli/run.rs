@@ -52,7 +52,7 @@ pub(crate) async fn follow(
 ) -> Result<(), CliError> {
     let client = node_client(config)?;
     tracing::info!(
-        node = %redact_url(&config.node.url),
+        nodes = %config.node.shown_urls(),
         redis = %redact_url(&config.redis.url),
         prefix = %config.redis.prefix,
         start = %config.sync.start_block.map_or_else(|| "last synced, or the head on a first run".to_string(), |b| format!("block {b} on a first run")),
@@ -60,7 +60,7 @@ pub(crate) async fn follow(
     );
     let node_metrics = client.clone();
     let mut extra: Vec<tron_actors::metrics::ExtraMetrics> =
-        vec![Arc::new(move || node_metrics.stats().render_prometheus())];
+        vec![Arc::new(move || node_metrics.render_prometheus())];
     if let Some(telemetry) = telemetry {
         let trace_stats = telemetry.stats.clone();
         extra.push(Arc::new(move || {
@@ -137,7 +137,7 @@ async fn dry_run(config_file: Option<PathBuf>) -> Result<(), CliError> {
             super::dlq::format_time(head.timestamp_ms)
         ),
         Err(error) => {
-            eprintln!("error: node at {}: {error}", redact_url(&config.node.url));
+            eprintln!("error: node at {}: {error}", config.node.shown_urls());
         }
     }
     let (Ok(state), Ok(head)) = (redis, head) else {
@@ -155,14 +155,31 @@ fn describe_config(config: &Config) -> String {
     let node = &config.node;
     out.push_str(&format!(
         "  node      {} (api key: {}, rate limit: {})\n",
-        redact_url(&node.url),
+        node.shown_urls(),
         api_key_shown(config),
         if node.rate_limit_rps > 0.0 {
-            format!("{} requests/s", node.rate_limit_rps)
+            format!("{} requests/s per node", node.rate_limit_rps)
         } else {
             "none".into()
         }
     ));
+    if node.urls.len() > 1 {
+        let keyed: Vec<String> = node
+            .urls
+            .iter()
+            .filter(|url| {
+                !node.api_key.is_empty()
+                    && tron_actors::tron::key_applies(url, &node.api_key_hosts, node.urls.len())
+            })
+            .map(|url| tron_actors::tron::shown_url(url))
+            .collect();
+        out.push_str(&format!(
+            "  failover  first fit node in this order; at most {} blocks behind the best; heads checked every {} ms; api key sent to: {}\n",
+            node.max_lag_blocks,
+            node.check_ms,
+            if keyed.is_empty() { "none".to_string() } else { keyed.join(", ") }
+        ));
+    }
     out.push_str(&format!(
         "  redis     {} (prefix {}, stream {}:events, kept {} h)\n",
         redact_url(&config.redis.url),

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tron_actors::config::redact_url;
 use tron_actors::store::{RedisStore, StoreSnapshot};
+use tron_actors::tron::NodeView;
 
 #[derive(Args)]
 pub(crate) struct StatusArgs {
@@ -29,11 +30,15 @@ struct Status {
 
 #[derive(Serialize)]
 struct NodeStatus {
+    /// The node in use (with several, the one the daemon would choose now).
     url: String,
     api_key: &'static str,
     head: Option<u64>,
     head_time_ms: Option<u64>,
     error: Option<String>,
+    /// With several nodes (`node.urls`), each one as checked now; absent with one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    nodes: Vec<NodeView>,
 }
 
 #[derive(Serialize)]
@@ -111,18 +116,27 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> Resul
     tron_actors::telemetry::init_logs(config.log.format, tracing::Level::ERROR);
     let store = open_store(&config)?;
     let client = node_client(&config)?;
-    let (head, sync) = tokio::join!(node_head(&client), read_sync(&store));
+    let node = async {
+        let head = node_head(&client).await;
+        (head, client.nodes())
+    };
+    let ((head, nodes), sync) = tokio::join!(node, read_sync(&store));
+    let in_use = nodes
+        .iter()
+        .find(|n| n.active)
+        .map_or_else(|| config.node.shown_urls(), |n| n.url.clone());
     let (sync, used_memory, redis_error) = match sync {
         Ok((read, used_memory)) => (Some(read.status(head.as_ref().ok())), used_memory, None),
         Err(error) => (None, None, Some(error)),
     };
     let status = Status {
         node: NodeStatus {
-            url: redact_url(&config.node.url),
+            url: in_use,
             api_key: api_key_shown(&config),
             head: head.as_ref().ok().map(|h| h.number),
             head_time_ms: head.as_ref().ok().map(|h| h.timestamp_ms),
             error: head.as_ref().err().cloned(),
+            nodes: if nodes.len() > 1 { nodes } else { Vec::new() },
         },
         redis: RedisStatus {
             url: redact_url(&config.redis.url),
@@ -256,6 +270,22 @@ fn table(status: &Status) -> String {
         "node",
         format!("{} (api key: {})", status.node.url, status.node.api_key),
     );
+    for node in &status.node.nodes {
+        row(
+            if node.active { "  in use" } else { "  other" },
+            format!(
+                "{} head {}{}{}",
+                node.url,
+                node.head
+                    .map_or_else(|| "unknown".to_string(), |h| h.to_string()),
+                if node.api_key { ", api key sent" } else { "" },
+                node.unfit
+                    .as_ref()
+                    .map(|why| format!(", not used: {why}"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
     match (&status.node.head, &status.node.error) {
         (Some(head), _) => row(
             "head",

@@ -69,7 +69,7 @@ pub async fn prepare(
         Some((server, dir))
     };
     config.redis.prefix = DEMO_PREFIX.to_string();
-    config.node.url = sim.url();
+    config.node.urls = vec![sim.url()];
     config.sync.start_block = Some(first_block);
     let store = RedisStore::new(&config.store_config())?;
     let removed = store.delete_all_keys().await?;

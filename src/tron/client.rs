@@ -12,7 +12,7 @@
 //!   nothing extra.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use super::decode::{self, RawBlock};
 use super::limiter::RateLimiter;
+use super::pool::{best_head, key_applies, unfit, Node, Pool};
 use super::range::RANGES_AT_ONCE;
 use super::refusal::{refusal, unavailable_pause};
 use super::spans::{decode_span, failed_in, fetch_span, BodySource};
@@ -43,18 +44,16 @@ pub struct TronClient {
 }
 
 pub(super) struct Inner {
-    http: reqwest::Client,
-    base: String,
+    /// The nodes, their limiters and health; which one a request goes to.
+    pub(super) pool: Pool,
     pub(super) config: TronClientConfig,
-    limiter: RateLimiter,
     stats: ClientStats,
     head: Mutex<Option<CachedHead>>,
-    /// The highest head seen: blocks at or below it exist.
+    /// The highest head seen on any node: blocks at or below it exist.
     known_head: AtomicU64,
-    /// Bare 5xx answers in a row, from any caller; any usable answer resets it.
-    unavailable_streak: AtomicU32,
-    /// Pauses taken for this streak so far: each is twice the one before.
-    unavailable_level: AtomicU32,
+    /// With several nodes, the head last reported to the caller: a node behind it never makes
+    /// the chain look as if it went backwards.
+    reported_head: Mutex<Option<BlockHeader>>,
     /// Range answers in flight or being parsed: each is tens of MB (100 mainnet-sized blocks),
     /// so they take turns instead of all workers holding one at once.
     pub(super) range_permits: Semaphore,
@@ -74,44 +73,74 @@ impl fmt::Debug for TronClient {
 }
 
 impl TronClient {
-    /// A client for one node; settings it cannot use (URL, API key, TLS) are refused.
+    /// A client for the nodes of `config.urls`; settings it cannot use (a URL, the API key,
+    /// TLS) are refused.
     pub fn new(config: TronClientConfig) -> Result<Self, ClientBuildError> {
-        let url = reqwest::Url::parse(&config.url)
-            .map_err(|_| ClientBuildError::Url(config.url.clone()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ClientBuildError::Url(config.url.clone()));
+        if config.urls.is_empty() {
+            return Err(ClientBuildError::NoUrl);
         }
         crate::tls::install_crypto_provider();
-
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(key) = &config.api_key {
-            let mut value = reqwest::header::HeaderValue::from_str(key)
-                .map_err(|_| ClientBuildError::ApiKey)?;
-            // Keeps it out of reqwest's own Debug output.
-            value.set_sensitive(true);
-            headers.insert(API_KEY_HEADER, value);
+        let mut nodes = Vec::with_capacity(config.urls.len());
+        for url in &config.urls {
+            let keyed = config.api_key.is_some()
+                && key_applies(url, &config.api_key_hosts, config.urls.len());
+            let http = http_client(url, config.api_key.as_deref().filter(|_| keyed), &config)?;
+            nodes.push(Node::new(
+                url.trim_end_matches('/').to_string(),
+                keyed,
+                http,
+                RateLimiter::new(config.rate_limit_rps, config.rate_limit_burst),
+            ));
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(config.timeout)
-            .user_agent(concat!("tron-actors/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientBuildError::Http(ErrorSource::new(e)))?;
-
         Ok(TronClient {
             inner: Arc::new(Inner {
-                http,
-                base: config.url.trim_end_matches('/').to_string(),
-                limiter: RateLimiter::new(config.rate_limit_rps, config.rate_limit_burst),
+                pool: Pool::new(nodes, config.max_lag_blocks, config.check_interval),
                 config,
                 stats: ClientStats::default(),
                 head: Mutex::new(None),
                 known_head: AtomicU64::new(0),
-                unavailable_streak: AtomicU32::new(0),
-                unavailable_level: AtomicU32::new(0),
+                reported_head: Mutex::new(None),
                 range_permits: Semaphore::new(RANGES_AT_ONCE),
             }),
         })
+    }
+
+    /// Prometheus text: the counters, and with several nodes which one is in use, their heads
+    /// and health, and the switches.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = self.inner.stats.render_prometheus();
+        out.push_str(&self.inner.pool.render_prometheus());
+        out
+    }
+
+    /// Each node as it stands now, in `node.urls` order.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let pool = &self.inner.pool;
+        let healths = pool.healths();
+        let best = best_head(&healths);
+        let active = pool.active();
+        pool.nodes
+            .iter()
+            .zip(healths)
+            .enumerate()
+            .map(|(i, (node, health))| NodeView {
+                url: node.shown.clone(),
+                api_key: node.keyed,
+                head: (health.head > 0).then_some(health.head),
+                active: i == active,
+                unfit: unfit(&health, best, self.inner.config.max_lag_blocks)
+                    .map(|why| why.to_string()),
+            })
+            .collect()
+    }
+
+    /// Checks every node's head now (one attempt each) and picks the node to use, as the
+    /// daemon does every `node.check_ms`: for `status`, and for tests.
+    pub async fn check_nodes(&self) {
+        let all: Vec<usize> = (0..self.inner.pool.nodes.len()).collect();
+        self.inner.pool.check_started();
+        self.check(all).await;
+        self.inner.pool.pick(None);
     }
 
     /// What it counted: requests by endpoint, errors by kind, penalties, latency.
@@ -124,19 +153,44 @@ impl TronClient {
         &self.inner.config
     }
 
-    /// One request, retried as the module documentation says. The answer is the raw body of an
-    /// HTTP 2xx.
+    /// One request, retried as the module documentation says, to the node the pool chooses
+    /// (for block `need`, one known to have it). The answer is the raw body of an HTTP 2xx.
     pub(super) async fn request(
         &self,
         endpoint: Endpoint,
         body: &serde_json::Value,
         lane: Lane,
+        need: Option<u64>,
     ) -> Result<Vec<u8>, ChainError> {
+        self.request_from(endpoint, body, lane, need)
+            .await
+            .map(|(_, bytes)| bytes)
+    }
+
+    /// As [`TronClient::request`], with the node that answered.
+    async fn request_from(
+        &self,
+        endpoint: Endpoint,
+        body: &serde_json::Value,
+        lane: Lane,
+        need: Option<u64>,
+    ) -> Result<(usize, Vec<u8>), ChainError> {
         let inner = &*self.inner;
+        self.maybe_check();
         let max_attempts = inner.config.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            inner.limiter.acquire(lane).await;
+            let choice = inner.pool.pick(need);
+            let node = &inner.pool.nodes[choice.index];
+            // A fit node's caller leaves a penalty that closes on it for another node; with no
+            // other node to go to, it waits the penalty out as a single node's caller does.
+            if !node
+                .limiter
+                .acquire_or_leave(lane, choice.fit && inner.pool.several())
+                .await
+            {
+                continue;
+            }
             inner.stats.attempt(endpoint);
             let start = Instant::now();
             let timeout = match endpoint {
@@ -149,7 +203,7 @@ impl TronClient {
                 attempt,
                 error = tracing::field::Empty
             );
-            let result = tokio::time::timeout(timeout, self.send(endpoint, body))
+            let result = tokio::time::timeout(timeout, self.send(node, endpoint, body))
                 .instrument(span.clone())
                 .await
                 .unwrap_or(Err(ChainError::Timeout));
@@ -160,42 +214,53 @@ impl TronClient {
             }
             let error = match result {
                 Ok(bytes) => {
-                    inner.unavailable_streak.store(0, Ordering::Relaxed);
-                    inner.unavailable_level.store(0, Ordering::Relaxed);
-                    return Ok(bytes);
+                    node.answered();
+                    return Ok((choice.index, bytes));
                 }
                 Err(error) => error,
             };
             inner.stats.error(&error);
-            match &error {
-                ChainError::RateLimited { pause_ms, .. } => {
-                    let pause = Duration::from_millis(*pause_ms);
-                    inner.limiter.penalize(pause);
-                    inner.stats.penalty();
-                    tracing::warn!(
-                        endpoint = endpoint.label(),
-                        error = %error,
-                        pause_ms,
-                        "Rate limited by the node: every request waits"
-                    );
-                }
-                ChainError::Http { status } if error.is_transient() => {
-                    self.note_unavailable(endpoint, *status);
-                }
-                _ => {}
-            }
+            self.note_failure(choice.index, endpoint, &error);
             if !error.is_transient() || attempt >= max_attempts {
                 return Err(error);
             }
             tracing::debug!(endpoint = endpoint.label(), attempt, error = %error, "retrying");
             inner.stats.retry();
-            if !matches!(error, ChainError::RateLimited { .. }) {
+            let moved = inner.pool.several() && inner.pool.pick(need).index != choice.index;
+            if !matches!(error, ChainError::RateLimited { .. }) && !moved {
                 // Only this caller backs off: a proxy's bare 5xx says nothing about the others'
-                // requests. The limiter already holds rate-limited callers for the pause.
+                // requests. The limiter already holds rate-limited callers for the pause, and
+                // a retry that goes to another node need not wait.
                 let backoff = inner.config.retry_backoff * 2u32.pow((attempt - 1).min(3));
                 tokio::time::sleep(backoff).await;
             }
             attempt += 1;
+        }
+    }
+
+    /// What a failed attempt says about its node: a suspension closes its penalty gate, a bare
+    /// 5xx counts toward a streak, no answer at all toward being down.
+    fn note_failure(&self, index: usize, endpoint: Endpoint, error: &ChainError) {
+        let inner = &*self.inner;
+        let node = &inner.pool.nodes[index];
+        match error {
+            ChainError::RateLimited { pause_ms, .. } => {
+                let pause = Duration::from_millis(*pause_ms);
+                node.limiter.penalize(pause);
+                inner.stats.penalty();
+                tracing::warn!(
+                    endpoint = endpoint.label(),
+                    node = %node.shown,
+                    error = %error,
+                    pause_ms,
+                    "Rate limited by the node: every request to it waits"
+                );
+            }
+            ChainError::Http { status } if error.is_transient() => {
+                self.note_unavailable(node, endpoint, *status);
+            }
+            ChainError::Timeout | ChainError::Transport(_) => node.unreachable(),
+            _ => {}
         }
     }
 
@@ -204,33 +269,85 @@ impl TronClient {
     /// pauses, twice as long at each further escalation, up to the penalty. Answers to requests
     /// sent before a pause began do not escalate it (a burst that fails twenty requests in flight
     /// is one piece of evidence, not twenty).
-    fn note_unavailable(&self, endpoint: Endpoint, status: u16) {
+    fn note_unavailable(&self, node: &Node, endpoint: Endpoint, status: u16) {
         let inner = &*self.inner;
-        let streak = inner.unavailable_streak.fetch_add(1, Ordering::Relaxed) + 1;
-        if streak < UNAVAILABLE_STREAK || inner.limiter.penalty_until().is_some() {
+        let streak = node.unavailable_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        if streak < UNAVAILABLE_STREAK || node.limiter.penalty_until().is_some() {
             return;
         }
-        let level = inner.unavailable_level.fetch_add(1, Ordering::Relaxed) + 1;
+        let level = node.unavailable_level.fetch_add(1, Ordering::Relaxed) + 1;
         let pause = unavailable_pause(level, inner.config.retry_backoff, inner.config.penalty);
-        inner.limiter.penalize(pause);
+        node.limiter.penalize(pause);
         inner.stats.penalty();
         tracing::warn!(
             endpoint = endpoint.label(),
+            node = %node.shown,
             status,
             in_a_row = streak,
             pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
-            "The node keeps answering HTTP 5xx: every request waits"
+            "The node keeps answering HTTP 5xx: every request to it waits"
         );
+    }
+
+    /// Starts a check of the nodes' heads in the background when one is due (several nodes
+    /// only).
+    fn maybe_check(&self) {
+        if let Some(due) = self.inner.pool.due_for_check() {
+            let client = self.clone();
+            tokio::spawn(async move { client.check(due).await });
+        }
+    }
+
+    /// One `getnowblock` to each of `nodes`, at once, one attempt each; a node whose penalty
+    /// gate is closed is left alone (knocking would extend a suspension).
+    async fn check(&self, nodes: Vec<usize>) {
+        let mut checks = tokio::task::JoinSet::new();
+        for index in nodes {
+            let client = self.clone();
+            checks.spawn(async move { client.check_one(index).await });
+        }
+        checks.join_all().await;
+        self.inner.pool.checked();
+    }
+
+    async fn check_one(&self, index: usize) {
+        let inner = &*self.inner;
+        let node = &inner.pool.nodes[index];
+        if !node.limiter.acquire_or_leave(Lane::Head, true).await {
+            return;
+        }
+        inner.stats.attempt(Endpoint::NowBlock);
+        let result = tokio::time::timeout(
+            inner.config.timeout,
+            self.send(node, Endpoint::NowBlock, &json!({})),
+        )
+        .await
+        .unwrap_or(Err(ChainError::Timeout))
+        .and_then(|bytes| decode::parse_head(&bytes));
+        match result {
+            Ok(block) => {
+                node.answered();
+                node.saw_head(block.number());
+                inner
+                    .known_head
+                    .fetch_max(block.number(), Ordering::Relaxed);
+            }
+            Err(error) => {
+                inner.stats.error(&error);
+                tracing::debug!(node = %node.shown, error = %error, "Node check failed");
+                self.note_failure(index, Endpoint::NowBlock, &error);
+            }
+        }
     }
 
     async fn send(
         &self,
+        node: &Node,
         endpoint: Endpoint,
         body: &serde_json::Value,
     ) -> Result<Vec<u8>, ChainError> {
-        let url = format!("{}{}", self.inner.base, endpoint.path());
-        let response = self
-            .inner
+        let url = format!("{}{}", node.base, endpoint.path());
+        let response = node
             .http
             .post(url)
             .json(body)
@@ -286,7 +403,12 @@ impl TronClient {
         loop {
             asked += 1;
             let bytes = self
-                .request(Endpoint::BlockByNum, &json!({ "num": number }), lane)
+                .request(
+                    Endpoint::BlockByNum,
+                    &json!({ "num": number }),
+                    lane,
+                    Some(number),
+                )
                 .await?;
             let result = self.counted(decode::parse_block(number, &bytes));
             match result {
@@ -316,6 +438,7 @@ impl TronClient {
                     Endpoint::TransactionInfoByBlockNum,
                     &json!({ "num": number }),
                     lane,
+                    Some(number),
                 )
                 .instrument(fetch.clone())
                 .await;
@@ -342,15 +465,28 @@ impl TronClient {
 
 #[async_trait]
 impl Chain for TronClient {
+    /// The head of the node in use. With several nodes, never lower than a head reported
+    /// before: a node behind it (the daemon just moved to it) answers the last one again, so
+    /// the chain never looks as if it went backwards; its blocks come from nodes that have them.
     async fn head(&self) -> Result<BlockHeader, ChainError> {
-        let bytes = self
-            .request(Endpoint::NowBlock, &json!({}), Lane::Head)
+        let (index, bytes) = self
+            .request_from(Endpoint::NowBlock, &json!({}), Lane::Head, None)
             .await?;
         let block = self.counted(decode::parse_head(&bytes))?;
         let header = block.header().clone();
-        self.inner
-            .known_head
-            .fetch_max(header.number, Ordering::Relaxed);
+        let inner = &*self.inner;
+        inner.pool.nodes[index].saw_head(header.number);
+        inner.known_head.fetch_max(header.number, Ordering::Relaxed);
+        if inner.pool.several() {
+            let mut reported = inner
+                .reported_head
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match reported.as_ref() {
+                Some(before) if before.number > header.number => return Ok(before.clone()),
+                _ => *reported = Some(header.clone()),
+            }
+        }
         let mut cache = self
             .inner
             .head
@@ -369,7 +505,9 @@ impl Chain for TronClient {
         let mut asked = 0;
         loop {
             asked += 1;
-            let bytes = self.request(Endpoint::Block, &body, Lane::Head).await?;
+            let bytes = self
+                .request(Endpoint::Block, &body, Lane::Head, Some(number))
+                .await?;
             match self.counted(decode::parse_header(number, &bytes)) {
                 Err(ChainError::NotProduced(_)) if asked == 1 && number <= self.known_head() => {
                     tracing::debug!(number, "header below the head answered {{}}: asking again");
@@ -381,7 +519,7 @@ impl Chain for TronClient {
 
     async fn finalized(&self) -> Result<BlockId, ChainError> {
         let bytes = self
-            .request(Endpoint::NodeInfo, &json!({}), Lane::Head)
+            .request(Endpoint::NodeInfo, &json!({}), Lane::Head, None)
             .await?;
         self.counted(decode::parse_finalized(&bytes))
     }
@@ -412,14 +550,61 @@ impl Chain for TronClient {
     }
 }
 
+/// One node as the client sees it now, for `status` and tests.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NodeView {
+    /// Its URL without credentials.
+    pub url: String,
+    /// Whether the API key is sent to it.
+    pub api_key: bool,
+    /// Its head as last answered.
+    pub head: Option<u64>,
+    /// Whether requests go to it now.
+    pub active: bool,
+    /// Why it is passed over, if it is.
+    pub unfit: Option<String>,
+}
+
+/// The HTTP client of one node: the API key (when it goes there) as a default header.
+fn http_client(
+    url: &str,
+    api_key: Option<&str>,
+    config: &TronClientConfig,
+) -> Result<reqwest::Client, ClientBuildError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|_| ClientBuildError::Url(super::pool::shown_url(url)))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ClientBuildError::Url(super::pool::shown_url(url)));
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(key).map_err(|_| ClientBuildError::ApiKey)?;
+        // Keeps it out of reqwest's own Debug output.
+        value.set_sensitive(true);
+        headers.insert(API_KEY_HEADER, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .connect_timeout(config.timeout)
+        .user_agent(concat!("tron-actors/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClientBuildError::Http(ErrorSource::new(e)))
+}
+
 /// A request that got no answer: a timeout is its own kind, anything else keeps the HTTP
 /// client's error as the source.
-fn transport_error(error: reqwest::Error) -> ChainError {
+fn transport_error(mut error: reqwest::Error) -> ChainError {
     if error.is_timeout() {
-        ChainError::Timeout
-    } else {
-        ChainError::Transport(ErrorSource::new(error))
+        return ChainError::Timeout;
     }
+    // The message names the URL: as logs show node URLs, without credentials or query.
+    if let Some(url) = error.url_mut() {
+        if let Ok(shown) = reqwest::Url::parse(&super::pool::shown_url(url.as_str())) {
+            *url = shown;
+        }
+    }
+    ChainError::Transport(ErrorSource::new(error))
 }
 
 #[cfg(test)]
@@ -430,6 +615,7 @@ mod tests {
     use crate::config::Config;
     use crate::tron::test_node::*;
     use actors::chain::ChainErrorKind;
+    use std::sync::atomic::Ordering;
     use tokio::task::JoinSet;
 
     #[tokio::test]
@@ -520,7 +706,7 @@ mod tests {
         assert_eq!(stats.retries, 1);
         // Nobody else was held: no penalty gate.
         assert_eq!(stats.penalties, 0);
-        assert_eq!(client.inner.limiter.penalty_until(), None);
+        assert_eq!(client.inner.pool.nodes[0].limiter.penalty_until(), None);
     }
 
     #[tokio::test]
@@ -665,7 +851,7 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
         let client = TronClient::new(TronClientConfig {
-            url,
+            urls: vec![url],
             retry_backoff: Duration::from_millis(1),
             ..Config::default().client_config()
         })
@@ -676,6 +862,24 @@ mod tests {
         assert!(error.to_string().contains("onnection refused"), "{error}");
         assert!(std::error::Error::source(&error).is_some());
         assert_eq!(client.stats().errors(ChainErrorKind::Transport), 3);
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_does_not_show_credentials_of_the_url() {
+        let url = unreachable_url().replace("http://", "http://user:pa55@");
+        let client = TronClient::new(TronClientConfig {
+            urls: vec![format!("{url}/?apikey=s3cret")],
+            max_attempts: 1,
+            ..Config::default().client_config()
+        })
+        .unwrap();
+        let error = client.head().await.unwrap_err().to_string();
+        // reqwest leaves the credentials out itself; the query is ours to hide.
+        assert!(error.contains("?REDACTED"), "{error}");
+        assert!(
+            !error.contains("pa55") && !error.contains("s3cret"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
@@ -864,7 +1068,7 @@ mod tests {
     #[test]
     fn bad_config_is_refused_without_showing_the_key() {
         let bad_url = TronClientConfig {
-            url: "ftp://node".into(),
+            urls: vec!["ftp://node".into()],
             ..Config::default().client_config()
         };
         assert!(matches!(
@@ -882,9 +1086,173 @@ mod tests {
     #[test]
     fn https_client_builds_with_the_ring_provider() {
         let config = TronClientConfig {
-            url: "https://api.trongrid.io".into(),
+            urls: vec!["https://api.trongrid.io".into()],
             ..Config::default().client_config()
         };
         assert!(TronClient::new(config).is_ok());
+    }
+
+    /// A client of `nodes`, in that order; the key goes to hosts named `localhost` only.
+    fn several(nodes: &[&TestNode]) -> TronClient {
+        TronClient::new(TronClientConfig {
+            urls: nodes.iter().map(|n| n.url.clone()).collect(),
+            api_key_hosts: vec!["localhost".into()],
+            max_lag_blocks: 5,
+            ..config(nodes[0])
+        })
+        .unwrap()
+    }
+
+    fn unreachable_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        url
+    }
+
+    #[tokio::test]
+    async fn a_request_moves_to_the_next_node_when_the_first_does_not_answer() {
+        let dead = TestNode {
+            url: unreachable_url(),
+            state: spawn_node(chain(1)).await.state,
+        };
+        let live = spawn_node(chain(50)).await;
+        let client = several(&[&dead, &live]);
+        // The check finds it silent once: one failure is not yet down.
+        client.check_nodes().await;
+        assert!(client.nodes()[0].active);
+        assert_eq!(client.head().await.unwrap().number, 50);
+        assert_eq!(client.stats().errors(ChainErrorKind::Transport), 2);
+        assert_eq!(
+            client.block(49, Lane::Head).await.unwrap().header.number,
+            49
+        );
+        let nodes = client.nodes();
+        assert!(!nodes[0].active && nodes[1].active, "{nodes:?}");
+        assert_eq!(
+            nodes[0].unfit.as_deref(),
+            Some("it does not answer (2 failures in a row)")
+        );
+        assert_eq!(client.inner.pool.switches(), 1);
+        assert!(client.render_prometheus().contains(&format!(
+            "tron_actors_node_active{{url=\"{}\"}} 1",
+            live.url
+        )));
+    }
+
+    #[tokio::test]
+    async fn a_suspension_of_one_node_does_not_hold_requests_to_the_other() {
+        let ok = chain(50);
+        let limited = spawn_node(move |path, body, nth| {
+            if path == Endpoint::NowBlock.path() {
+                Reply::status(429, "Too Many Requests").retry_after(60)
+            } else {
+                ok(path, body, nth)
+            }
+        })
+        .await;
+        let other = spawn_node(chain(50)).await;
+        let client = several(&[&limited, &other]);
+        client.check_nodes().await;
+        assert_eq!(client.head().await.unwrap().number, 50);
+        // Still suspended for about a minute when the head came from the other node, which
+        // never waited for it.
+        let suspended = client.inner.pool.nodes[0].limiter.penalty_until().unwrap();
+        assert!(suspended > Instant::now() + Duration::from_secs(50));
+        assert!(client.inner.pool.nodes[1].limiter.penalty_until().is_none());
+        // Nobody knocks at the suspended node again: its one refusal.
+        assert_eq!(limited.count(Endpoint::NowBlock), 1);
+        assert_eq!(
+            client.block(40, Lane::Head).await.unwrap().header.number,
+            40
+        );
+        assert_eq!(limited.count(Endpoint::BlockByNum), 0);
+    }
+
+    #[tokio::test]
+    async fn a_block_above_a_nodes_head_is_asked_from_a_node_that_has_it() {
+        let behind = spawn_node(chain(47)).await;
+        let ahead = spawn_node(chain(50)).await;
+        let client = several(&[&behind, &ahead]);
+        client.check_nodes().await;
+        // 3 behind, within the allowed 5: the first node stays in use...
+        assert!(client.nodes()[0].active);
+        // ...but a block it has not got is asked from the node that has it.
+        assert_eq!(
+            client.block(49, Lane::Head).await.unwrap().header.number,
+            49
+        );
+        assert_eq!(behind.count(Endpoint::BlockByNum), 0);
+        assert_eq!(behind.count(Endpoint::TransactionInfoByBlockNum), 0);
+        assert_eq!(ahead.count(Endpoint::BlockByNum), 1);
+        // One it has comes from it.
+        client.block(40, Lane::Head).await.unwrap();
+        assert_eq!(behind.count(Endpoint::BlockByNum), 1);
+        assert_eq!(ahead.count(Endpoint::BlockByNum), 1);
+        // A range ending above its head too.
+        for (_, block) in client.blocks(45, 49).await {
+            block.unwrap();
+        }
+        assert_eq!(behind.count(Endpoint::BlockByLimitNext), 0);
+        assert_eq!(ahead.count(Endpoint::BlockByLimitNext), 1);
+    }
+
+    #[tokio::test]
+    async fn the_head_never_goes_back_when_the_client_moves_to_a_node_behind() {
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let refusing = refuse.clone();
+        let ok = chain(48);
+        let first = spawn_node(move |path, body, nth| {
+            if refusing.load(Ordering::Relaxed) {
+                Reply::status(429, "Too Many Requests").retry_after(1)
+            } else {
+                ok(path, body, nth)
+            }
+        })
+        .await;
+        let second = spawn_node(chain(50)).await;
+        let client = several(&[&first, &second]);
+        // The first node suspends us: the head comes from the second.
+        client.check_nodes().await;
+        assert_eq!(client.head().await.unwrap().number, 50);
+        refuse.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // Its suspension over, the first node (2 behind: fit) is used again; its head, 48, is
+        // below the one reported: the chain does not go back.
+        let head = client.head().await.unwrap();
+        assert_eq!(head.number, 50);
+        assert_eq!(head.hash, block_hash(50));
+        let nodes = client.nodes();
+        assert!(nodes[0].active, "{nodes:?}");
+        assert_eq!(nodes[0].head, Some(48));
+        assert_eq!(client.inner.pool.switches(), 2);
+        // Block 50 comes from the node that has it.
+        client.block(50, Lane::Head).await.unwrap();
+        assert_eq!(first.count(Endpoint::TransactionInfoByBlockNum), 0);
+    }
+
+    #[tokio::test]
+    async fn the_api_key_goes_only_to_the_hosts_that_need_it() {
+        let keyed = spawn_node(chain(50)).await;
+        let keyed = TestNode {
+            url: keyed.url.replace("127.0.0.1", "localhost"),
+            state: keyed.state,
+        };
+        let plain = spawn_node(chain(50)).await;
+        let client = several(&[&keyed, &plain]);
+        client.check_nodes().await;
+        let keys = |node: &TestNode| -> Vec<Option<String>> {
+            node.state
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| s.api_key.clone())
+                .collect()
+        };
+        assert_eq!(keys(&keyed), vec![Some(KEY.to_string())]);
+        assert_eq!(keys(&plain), vec![None]);
+        let nodes = client.nodes();
+        assert!(nodes[0].api_key && !nodes[1].api_key);
     }
 }

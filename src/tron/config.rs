@@ -10,10 +10,18 @@ use actors::chain::ErrorSource;
 /// user's config starts from `Config::default().client_config()`.
 #[derive(Clone)]
 pub struct TronClientConfig {
-    /// Base URL of the node's HTTP API, e.g. `http://127.0.0.1:8090` or `https://api.trongrid.io`.
-    pub url: String,
+    /// Base URLs of the nodes' HTTP API, in order of preference, e.g. `http://127.0.0.1:8090`
+    /// or `https://api.trongrid.io` (at least one).
+    pub urls: Vec<String>,
     /// Sent as `TRON-PRO-API-KEY`; never logged or shown.
     pub api_key: Option<String>,
+    /// With several nodes, the key goes only to the hosts listed here and their subdomains
+    /// (`*` = every node); see [`key_applies`](super::pool::key_applies).
+    pub api_key_hosts: Vec<String>,
+    /// A node whose head is more than this many blocks behind the best head seen is not used.
+    pub max_lag_blocks: u64,
+    /// How often every node's head is checked when there are several.
+    pub check_interval: Duration,
     /// Per request, from sending to the last byte of the answer.
     pub timeout: Duration,
     /// Requests per second for all clones together; 0 = unlimited.
@@ -47,8 +55,18 @@ pub struct TronClientConfig {
 impl fmt::Debug for TronClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TronClientConfig")
-            .field("url", &self.url)
+            .field(
+                "urls",
+                &self
+                    .urls
+                    .iter()
+                    .map(|u| super::pool::shown_url(u))
+                    .collect::<Vec<_>>(),
+            )
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_hosts", &self.api_key_hosts)
+            .field("max_lag_blocks", &self.max_lag_blocks)
+            .field("check_interval", &self.check_interval)
             .field("timeout", &self.timeout)
             .field("rate_limit_rps", &self.rate_limit_rps)
             .field("rate_limit_burst", &self.rate_limit_burst)
@@ -67,9 +85,12 @@ impl fmt::Debug for TronClientConfig {
 /// Why a node client cannot be built from its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
-    /// The URL is not http(s).
+    /// The URL is not http(s) (shown without credentials).
     #[error("invalid node URL {0:?}: expected http:// or https://")]
     Url(String),
+    /// No URL at all.
+    #[error("no node URL: set node.urls (or node.url)")]
+    NoUrl,
     // Deliberately without the key itself.
     /// The API key has characters an HTTP header cannot carry.
     #[error("the API key is not a valid HTTP header value")]

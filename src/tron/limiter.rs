@@ -60,17 +60,24 @@ impl RateLimiter {
     }
 
     /// Waits until this caller may send one request.
+    #[cfg(test)]
     pub(crate) async fn acquire(&self, lane: Lane) {
+        self.acquire_or_leave(lane, false).await;
+    }
+
+    /// As [`RateLimiter::acquire`]; with `leave`, returns `false` instead of waiting out a
+    /// penalty (another node can take the request), `true` when the request may go.
+    pub(crate) async fn acquire_or_leave(&self, lane: Lane, leave: bool) -> bool {
         if lane == Lane::Backlog && (self.interval.is_some() || self.in_penalty()) {
             // Fair (FIFO): backlog callers take turns in the order they came.
             let _turn = self.backlog_turn.lock().await;
-            self.acquire_slot().await;
+            self.acquire_slot(leave).await
         } else {
-            self.acquire_slot().await;
+            self.acquire_slot(leave).await
         }
     }
 
-    async fn acquire_slot(&self) {
+    async fn acquire_slot(&self, leave: bool) -> bool {
         loop {
             let slot = {
                 let mut state = self.lock();
@@ -79,7 +86,7 @@ impl RateLimiter {
                     Some(until) if until > now => Err(until),
                     _ => {
                         let Some(interval) = self.interval else {
-                            return;
+                            return true;
                         };
                         let earliest = state.tat.checked_sub(self.tolerance).unwrap_or(now);
                         let slot = earliest.max(now);
@@ -89,12 +96,13 @@ impl RateLimiter {
                 }
             };
             match slot {
+                Err(_) if leave => return false,
                 Err(penalty_end) => sleep_until(penalty_end).await,
                 Ok(slot) => {
                     sleep_until(slot).await;
                     // A penalty that began while we waited for our slot applies to us too.
                     if !self.in_penalty() {
-                        return;
+                        return true;
                     }
                 }
             }
@@ -188,6 +196,19 @@ mod tests {
         limiter.penalize(Duration::from_secs(10));
         let waited = waiter.await.unwrap();
         assert!(waited >= Duration::from_millis(10_500), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_may_leave_does_not_wait_out_a_penalty() {
+        let limiter = Arc::new(RateLimiter::new(10.0, 1));
+        limiter.penalize(Duration::from_secs(30));
+        let start = Instant::now();
+        assert!(!limiter.acquire_or_leave(Lane::Backlog, true).await);
+        assert!(!limiter.acquire_or_leave(Lane::Head, true).await);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // One that may not leave waits, then goes.
+        assert!(limiter.acquire_or_leave(Lane::Head, false).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,6 +13,7 @@ mod config;
 pub mod decode;
 mod endpoint;
 pub mod limiter;
+mod pool;
 mod range;
 mod refusal;
 mod spans;
@@ -20,8 +21,9 @@ mod stats;
 #[cfg(test)]
 mod test_node;
 
-pub use client::{TronClient, API_KEY_HEADER};
+pub use client::{NodeView, TronClient, API_KEY_HEADER};
 pub use config::{ClientBuildError, TronClientConfig};
 pub use endpoint::Endpoint;
+pub use pool::{key_applies, shown_url};
 pub use range::MAX_RANGE;
 pub use stats::{ClientStats, StatsSnapshot};

@@ -35,6 +35,7 @@ impl TronClient {
                 Endpoint::BlockByLimitNext,
                 &json!({ "startNum": start, "endNum": end }),
                 lane,
+                Some(end - 1),
             )
             .await?;
         let mut blocks = self.counted(decode::parse_block_range(&bytes))?;

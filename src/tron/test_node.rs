@@ -143,7 +143,7 @@ pub(super) async fn spawn_node(
 
 pub(super) fn config(node: &TestNode) -> TronClientConfig {
     TronClientConfig {
-        url: node.url.clone(),
+        urls: vec![node.url.clone()],
         api_key: Some(KEY.to_string()),
         timeout: Duration::from_secs(5),
         rate_limit_rps: 0.0,
@@ -243,7 +243,7 @@ pub(super) async fn sim_node(
         .await
         .unwrap();
     let client = TronClient::new(TronClientConfig {
-        url: sim.url(),
+        urls: vec![sim.url()],
         rate_limit_rps: 0.0,
         retry_backoff: Duration::from_millis(10),
         ..Config::default().client_config()

@@ -218,9 +218,18 @@ pub fn test_config(
     redis_url: &str,
     extra: &[(&str, &str)],
 ) -> tron_actors::config::Config {
+    test_config_nodes(&[node_url.to_string()], redis_url, extra)
+}
+
+/// [`test_config`] with several nodes (`node.urls`, in this order).
+pub fn test_config_nodes(
+    node_urls: &[String],
+    redis_url: &str,
+    extra: &[(&str, &str)],
+) -> tron_actors::config::Config {
     use figment::providers::Serialized;
     let mut figment = tron_actors::config::Config::figment(None)
-        .merge(Serialized::default("node.url", node_url))
+        .merge(Serialized::default("node.urls", node_urls))
         .merge(Serialized::default("redis.url", redis_url))
         .merge(Serialized::default("sync.poll_min_ms", 50))
         .merge(Serialized::default("sync.poll_max_ms", 50))

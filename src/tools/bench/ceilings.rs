@@ -373,7 +373,7 @@ pub(super) async fn naive(
     (from, to): (u64, u64),
 ) -> Result<Rate, BenchError> {
     let client = TronClient::new(TronClientConfig {
-        url: sim.url(),
+        urls: vec![sim.url()],
         rate_limit_rps: 0.0,
         use_range_fetch: false,
         ..crate::config::Config::default().client_config()

@@ -339,7 +339,7 @@ impl Harness {
         )
         .await?;
         let client = TronClient::new(TronClientConfig {
-            url: twin.url(),
+            urls: vec![twin.url()],
             rate_limit_rps: 0.0,
             range_size: crate::tron::MAX_RANGE,
             ..crate::config::Config::default().client_config()
