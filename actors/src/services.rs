@@ -2,6 +2,7 @@
 //! actors currently are, the shutdown signal, the fault hooks and the stats. Built once, by
 //! [`Services::new`], from the [`TreeDeps`] the tree was started with.
 
+use crate::backpressure::Backpressure;
 use crate::chain::Chain;
 use crate::clock::now_ms;
 use crate::directory::Directory;
@@ -25,6 +26,8 @@ pub(crate) struct Services {
     pub(crate) stats: Arc<TreeStats>,
     /// Called on each new `block` span (the binary records the trace id on it).
     pub(crate) span_hook: Option<fn(&tracing::Span)>,
+    /// On while the store is short of memory: claim nothing, let commits wait.
+    pub(crate) backpressure: Backpressure,
 }
 
 impl Services {
@@ -36,6 +39,7 @@ impl Services {
             hooks,
             stats,
             span_hook,
+            backpressure,
         } = deps;
         Services {
             chain,
@@ -46,6 +50,7 @@ impl Services {
             hooks,
             stats,
             span_hook,
+            backpressure,
         }
     }
 

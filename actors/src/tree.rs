@@ -12,6 +12,7 @@
 //!    gone, so a block finished within the grace period is still committed), then the
 //!    Supervisor.
 
+use crate::backpressure::Backpressure;
 use crate::chain::Chain;
 use crate::hooks::FaultHooks;
 use crate::services::Services;
@@ -45,6 +46,9 @@ pub struct TreeDeps {
     pub stats: Arc<TreeStats>,
     /// Called on each new `block` span (the binary records the trace id on it).
     pub span_hook: Option<fn(&tracing::Span)>,
+    /// Pauses claims and commits while the store is short of memory; passed in so that the
+    /// process's store monitor and the operations server share it.
+    pub backpressure: Backpressure,
 }
 
 impl TreeDeps {
@@ -57,6 +61,7 @@ impl TreeDeps {
             hooks: Arc::default(),
             stats: Arc::default(),
             span_hook: None,
+            backpressure: Backpressure::default(),
         }
     }
 }
