@@ -249,6 +249,21 @@ async fn the_memory_guard_pauses_a_backlog_near_maxmemory_and_resumes_by_itself_
     wait_done(&daemon.store, FIRST, LAST, WAIT).await;
     assert!(!daemon.backpressure.is_paused());
     assert_shown_running(&daemon).await;
+
+    // The policy is read at every check too (a reconnect to another server, a CONFIG SET):
+    // an evicting one pauses the work until it is noeviction again.
+    config_set(&redis, "maxmemory-policy", "allkeys-lru").await;
+    wait_until(WAIT, "an evicting policy pauses the work", || async {
+        daemon.backpressure.is_paused()
+    })
+    .await;
+    assert_shown_paused(
+        &daemon,
+        "paused: redis maxmemory-policy is allkeys-lru, which evicts keys: set maxmemory-policy noeviction",
+    )
+    .await;
+    config_set(&redis, "maxmemory-policy", "noeviction").await;
+    assert_shown_running(&daemon).await;
     daemon.shutdown().await.unwrap();
     assert_exactly_once(&redis, &sim, FIRST, LAST).await;
     assert_no_failures(&redis).await;
