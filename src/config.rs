@@ -416,6 +416,8 @@ impl NodeConfig {
 pub struct RedisConfig {
     pub url: String,
     pub prefix: String,
+    pub memory_pause_ratio: f64,
+    pub memory_check_ms: u64,
 }
 
 /// `[stream]`: the event stream.
@@ -675,6 +677,18 @@ impl Config {
             ),
         );
         check(
+            self.redis.memory_pause_ratio == 0.0
+                || (0.1..=1.0).contains(&self.redis.memory_pause_ratio),
+            format!(
+                "redis.memory_pause_ratio = {}: must be 0 (no memory guard) or between 0.1 and 1 (default 0.9)",
+                self.redis.memory_pause_ratio
+            ),
+        );
+        check(
+            self.redis.memory_check_ms >= 10,
+            "redis.memory_check_ms must be at least 10 (default 1000)".into(),
+        );
+        check(
             !self.redis.prefix.is_empty(),
             "redis.prefix must not be empty (default \"{tron}\")".into(),
         );
@@ -847,6 +861,14 @@ impl Config {
         crate::telemetry::OtelSettings {
             endpoint: self.otel.endpoint.clone(),
             protocol: self.otel.protocol,
+        }
+    }
+
+    /// The memory guard's settings (`redis.memory_pause_ratio`, `redis.memory_check_ms`).
+    pub fn memory_guard(&self) -> crate::store::memory::MemoryGuardConfig {
+        crate::store::memory::MemoryGuardConfig {
+            pause_ratio: self.redis.memory_pause_ratio,
+            check_every: Duration::from_millis(self.redis.memory_check_ms),
         }
     }
 
@@ -1084,6 +1106,32 @@ mod tests {
             for key in ["node.url", "sync.backlog_workers", "retry.delay_scale"] {
                 assert!(message.contains(key), "{key} missing from: {message}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_memory_guard_keys_are_checked_and_zero_turns_it_off() {
+        let message = load_error_with(&[
+            ("TRON_ACTORS_REDIS__MEMORY_PAUSE_RATIO", "1.5"),
+            ("TRON_ACTORS_REDIS__MEMORY_CHECK_MS", "0"),
+        ]);
+        assert!(
+            message.contains(
+                "redis.memory_pause_ratio = 1.5: must be 0 (no memory guard) or between 0.1 and 1"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("redis.memory_check_ms"), "{message}");
+        Jail::expect_with(|jail| {
+            let shipped = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(shipped.redis.memory_pause_ratio, 0.9);
+            jail.set_env("TRON_ACTORS_REDIS__MEMORY_PAUSE_RATIO", "0");
+            let guard = Config::load(None)
+                .map_err(|e| e.to_string())?
+                .memory_guard();
+            assert_eq!(guard.pause_ratio, 0.0);
+            assert_eq!(guard.check_every, Duration::from_secs(1));
             Ok(())
         });
     }

@@ -25,6 +25,17 @@ pub enum DaemonError {
     /// The ops server cannot listen on `metrics.listen`.
     #[error(transparent)]
     OpsServer(#[from] crate::ops_server::OpsServerError),
+    /// Redis is set up so that it could lose the daemon's keys (an evicting maxmemory-policy):
+    /// refused to start, as a bad configuration is (exit 2).
+    #[error(transparent)]
+    RedisSetup(#[from] crate::store::memory::RedisSetupError),
+}
+
+impl DaemonError {
+    /// Whether a restart cannot help (exit 2): something must be fixed first.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DaemonError::RedisSetup(_))
+    }
 }
 
 /// A running daemon.
@@ -40,6 +51,10 @@ pub struct DaemonHandle {
     grace: Duration,
     /// The /healthz, /readyz, /metrics server, when `metrics.listen` is set.
     pub ops: Option<crate::ops_server::OpsServer>,
+    /// On while Redis is short of memory (claims and commits wait); tests read it.
+    pub backpressure: actors::backpressure::Backpressure,
+    /// Reads Redis's memory and policy; stops when dropped.
+    _memory_guard: crate::store::memory::MemoryGuard,
 }
 
 impl DaemonHandle {
@@ -56,9 +71,19 @@ impl DaemonHandle {
     pub async fn start_with_metrics(
         config: &Config,
         chain: Arc<dyn Chain>,
-        extra_metrics: Vec<crate::metrics::ExtraMetrics>,
+        mut extra_metrics: Vec<crate::metrics::ExtraMetrics>,
     ) -> Result<DaemonHandle, DaemonError> {
         let store = RedisStore::new(&config.store_config())?;
+        // Before anything is claimed: under an evicting policy nothing the daemon keeps is safe.
+        let checked = crate::store::memory::check_at_start(&store).await?;
+        let backpressure = actors::backpressure::Backpressure::default();
+        let memory_guard = crate::store::memory::spawn_guard(
+            store.clone(),
+            backpressure.clone(),
+            config.memory_guard(),
+            checked.and_then(|settings| settings.append_only),
+        );
+        extra_metrics.push(memory_guard.metrics());
         let settings = config.settings();
         let grace = settings.shutdown_grace;
         let hooks = Arc::new(if config.faults.panic_one_in > 0 {
@@ -81,6 +106,7 @@ impl DaemonHandle {
                 store: store.clone(),
                 stats: stats.clone(),
                 extra_metrics,
+                backpressure: backpressure.clone(),
             };
             Some(crate::ops_server::start(listen, state).await?)
         } else {
@@ -93,6 +119,7 @@ impl DaemonHandle {
             hooks: hooks.clone(),
             stats: stats.clone(),
             span_hook: Some(crate::telemetry::record_trace_id),
+            backpressure: backpressure.clone(),
         })
         .await?;
         Ok(DaemonHandle {
@@ -102,6 +129,8 @@ impl DaemonHandle {
             tree,
             grace,
             ops,
+            backpressure,
+            _memory_guard: memory_guard,
         })
     }
 

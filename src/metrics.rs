@@ -14,7 +14,13 @@ use std::sync::Arc;
 pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// A metric without labels: its HELP and TYPE lines, then its one sample.
-fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+pub(crate) fn sample(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
     metric(out, name, kind, help);
     let _ = writeln!(out, "{name} {value}");
 }

@@ -1,5 +1,5 @@
 //! The operations HTTP server on `metrics.listen`: `/healthz` (the process answers), `/readyz`
-//! (Redis and the node reachable, the actor tree running) and `/metrics` (Prometheus text).
+//! (Redis and the node reachable, the work not paused for Redis memory, the actor tree running) and `/metrics` (Prometheus text).
 
 use crate::store::RedisStore;
 use actors::clock::now_ms;
@@ -22,6 +22,8 @@ pub(crate) struct OpsState {
     /// The tree's stats, which also say whether it is running.
     pub stats: Arc<TreeStats>,
     pub(crate) extra_metrics: Vec<crate::metrics::ExtraMetrics>,
+    /// On while Redis is short of memory or would evict keys: not ready then.
+    pub(crate) backpressure: actors::backpressure::Backpressure,
 }
 
 /// The ops server cannot listen (port taken, address not allowed).
@@ -90,8 +92,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// 200 when Redis answers, the node answered a head poll lately and the tree runs; 503 with
-/// the reasons otherwise.
+/// 200 when Redis answers, the node answered a head poll lately, the work is not paused (Redis
+/// short of memory or set to evict) and the tree runs; 503 with the reasons otherwise.
 async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
     let mut problems = Vec::new();
     if let Err(error) = tokio::time::timeout(Duration::from_secs(2), state.store.ping())
@@ -107,6 +109,9 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
     let last_head = state.stats.last_head_ok_ms.load(Ordering::Relaxed);
     if last_head == 0 || now_ms().saturating_sub(last_head) > NODE_STALE.as_millis() as u64 {
         problems.push("node: no head poll succeeded in the last 30 s".into());
+    }
+    if let Some(reason) = state.backpressure.reason() {
+        problems.push(format!("paused: {reason}"));
     }
     if !state.stats.is_running() {
         problems.push("actors: the tree is not running".into());

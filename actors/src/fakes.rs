@@ -245,6 +245,10 @@ pub struct FakeStore {
     pub state: Mutex<FakeStoreState>,
     /// Commits and failure records fail, as with Redis down.
     pub down: std::sync::atomic::AtomicBool,
+    /// Commits are refused for want of memory (Redis's `-OOM`); counts each refusal.
+    pub out_of_memory: std::sync::atomic::AtomicBool,
+    /// Commits refused by `out_of_memory` so far.
+    pub oom_refusals: std::sync::atomic::AtomicU64,
 }
 
 impl FakeStoreState {
@@ -373,6 +377,12 @@ impl Store for FakeStore {
     ) -> Result<CommitOutcome, StoreError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        if self.out_of_memory.load(Ordering::SeqCst) {
+            self.oom_refusals.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::OutOfMemory(
+                "OOM command not allowed when used memory > 'maxmemory'".into(),
+            ));
         }
         let mut s = self.state.lock().unwrap();
         s.fence(by.term)?;

@@ -100,6 +100,11 @@ pub(crate) async fn finish_block(
                     }
                     return Ok(BlockOutcome::Committed(outcome));
                 }
+                Err(Refusal::Store(error)) if error.is_backpressure() => {
+                    // Not the block's fault: no failure counted, the lease stays.
+                    span.record("outcome", "lease_kept");
+                    return Err(error);
+                }
                 Err(refusal) => (refusal.kind(), refusal.to_string()),
             }
         }
@@ -229,8 +234,38 @@ async fn publish_linked(
     }
 }
 
-/// Hands the block to the StreamPublisher and waits for its commit.
+/// Commits the block once the store accepts writes: while the work is paused (the store short
+/// of memory, see [`crate::backpressure`]) the block waits here with its lease, and a commit
+/// refused for want of memory is tried again after a backoff, never counted as a failure.
 async fn publish(
+    services: &Services,
+    origin: Origin,
+    block: Arc<Block>,
+) -> Result<CommitOutcome, StoreError> {
+    let gate = &services.backpressure;
+    let mut stopping = services.stopping.clone();
+    loop {
+        if !gate.wait_until_open(&mut stopping).await {
+            return Err(StoreError::Paused(
+                gate.reason()
+                    .unwrap_or_else(|| "stopping while paused".into()),
+            ));
+        }
+        match publish_once(services, origin, Arc::clone(&block)).await {
+            Err(StoreError::OutOfMemory(error)) => {
+                gate.out_of_memory(&error);
+            }
+            Ok(outcome) => {
+                gate.write_succeeded();
+                return Ok(outcome);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Hands the block to the StreamPublisher and waits for its commit.
+async fn publish_once(
     services: &Services,
     origin: Origin,
     block: Arc<Block>,

@@ -26,6 +26,8 @@
 //! - `job` — fetch, commit or fail one leased block (shared by all workers)
 //! - `services`, `directory`, `slot_state` — what the actors share, where the others are, what
 //!   every lease-holding worker keeps (resume flag, outage backoff, lease heartbeat)
+//! - [`backpressure`] — the switch that pauses claims and commits while the store is short of
+//!   memory (set by the process's store monitor, and by out-of-memory refusals)
 //! - [`fork`] — the walk back over a fork: which committed blocks the node no longer has
 //! - [`sync_rule`], [`retry`], `poll_schedule` — the pure rules (sync table, retry schedule,
 //!   when to poll the head)
@@ -40,6 +42,7 @@
 //!   simulated node (`tron-sim`) and the harnesses
 
 pub mod address;
+pub mod backpressure;
 pub mod chain;
 pub mod clock;
 mod directory;

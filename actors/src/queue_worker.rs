@@ -9,7 +9,7 @@ use crate::job::work_batch;
 use crate::services::Services;
 use crate::slot::SlotId;
 use crate::slot_state::SlotState;
-use crate::store::{Origin, Queue};
+use crate::store::{Origin, Queue, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// A worker of one queue under one slot: the PriorityActor or a BacklogActor.
@@ -53,19 +53,32 @@ impl QueueWorker {
     /// One round of work; returns how many blocks it finished.
     async fn step(&self, state: &mut SlotState) -> Result<usize, ActorProcessingErr> {
         let store = &self.services.store;
+        let backpressure = &self.services.backpressure;
+        if !backpressure.may_write() {
+            // The store is short of memory: the queue keeps its blocks until it is not.
+            return Ok(0);
+        }
         let batch: Vec<(u64, Origin)> = if state.resumed {
             let origin = self.queue.origin();
-            store
+            let claimed = match store
                 .claim(
                     self.queue,
                     self.slot,
                     self.batch,
                     self.services.lease_deadline(),
                 )
-                .await?
-                .into_iter()
-                .map(|block| (block, origin))
-                .collect()
+                .await
+            {
+                Err(StoreError::OutOfMemory(error)) => {
+                    backpressure.out_of_memory(&error);
+                    return Ok(0);
+                }
+                claimed => claimed?,
+            };
+            if !claimed.is_empty() {
+                backpressure.write_succeeded();
+            }
+            claimed.into_iter().map(|block| (block, origin)).collect()
         } else {
             let leases = store.owned_leases(self.slot).await?;
             if !leases.is_empty() {

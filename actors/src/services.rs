@@ -2,6 +2,7 @@
 //! actors currently are, the shutdown signal, the fault hooks and the stats. Built once, by
 //! [`Services::new`], from the [`TreeDeps`] the tree was started with.
 
+use crate::backpressure::Backpressure;
 use crate::chain::Chain;
 use crate::clock::now_ms;
 use crate::directory::Directory;
@@ -28,6 +29,8 @@ pub(crate) struct Services {
     /// The term this instance leads in, while it does (set by the Supervisor on the
     /// LeaderElector's word).
     term: Arc<RwLock<Option<Term>>>,
+    /// On while the store is short of memory: claim nothing, let commits wait.
+    pub(crate) backpressure: Backpressure,
 }
 
 impl Services {
@@ -39,6 +42,7 @@ impl Services {
             hooks,
             stats,
             span_hook,
+            backpressure,
         } = deps;
         Services {
             chain,
@@ -50,6 +54,7 @@ impl Services {
             stats,
             span_hook,
             term: Arc::default(),
+            backpressure,
         }
     }
 

@@ -26,8 +26,14 @@ fn spawn_heartbeat(services: &Services, slot: SlotId) -> AbortOnDrop {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Err(error) = store.heartbeat(slot, now_ms() + lease).await {
-                tracing::warn!(%slot, %error, "Lease heartbeat failed");
+            match store.heartbeat(slot, now_ms() + lease).await {
+                Ok(_) => {}
+                // Out of memory: logged once where the work pauses; the lease may expire, and
+                // the reaper hands the block back once Redis accepts writes again.
+                Err(error) if error.is_backpressure() => {
+                    tracing::debug!(%slot, %error, "Lease heartbeat failed");
+                }
+                Err(error) => tracing::warn!(%slot, %error, "Lease heartbeat failed"),
             }
         }
     }))

@@ -235,6 +235,15 @@ pub enum StoreError {
     /// is the source.
     #[error("store unavailable: {0}")]
     Client(#[source] ErrorSource),
+    /// The store refused a write for want of memory (Redis: `-OOM command not allowed when used
+    /// memory > 'maxmemory'`). Not the block's fault: the work pauses (see
+    /// [`crate::backpressure`]) and the write is tried again, never failed for it.
+    #[error("store out of memory: {0}")]
+    OutOfMemory(String),
+    /// The work is paused (see [`crate::backpressure`]) and the tree is stopping: the block was
+    /// not committed, its lease stays.
+    #[error("store paused: {0}")]
+    Paused(String),
     /// The store's address cannot be used; the parser's error is the source.
     #[error("store unavailable: bad redis url: {0}")]
     BadUrl(#[source] ErrorSource),
@@ -269,12 +278,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether it says the store is short of memory rather than anything about the block: the
+    /// block then keeps its lease and is not counted as a failure.
+    pub fn is_backpressure(&self) -> bool {
+        matches!(self, StoreError::OutOfMemory(_) | StoreError::Paused(_))
+    }
+
     /// A short, stable label, as [`crate::chain::ChainError::kind`] is for the chain.
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::Unavailable(_) | StoreError::Client(_) | StoreError::BadUrl(_) => {
                 "store_unavailable"
             }
+            StoreError::OutOfMemory(_) => "store_out_of_memory",
+            StoreError::Paused(_) => "store_paused",
             StoreError::Protocol(_) | StoreError::Undecodable { .. } => "store_protocol",
             StoreError::Conflict { .. } => "store_conflict",
             StoreError::NotLeader { .. } => "store_not_leader",

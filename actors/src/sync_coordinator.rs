@@ -319,8 +319,14 @@ impl Actor for SyncCoordinator {
                 let _ = reply.send(result);
                 // After the answer, so that the head's block is not kept waiting for it.
                 if self.services.settings.follow == Follow::Head {
-                    if let Err(error) = self.advance_finality(state, head.number).await {
-                        tracing::warn!(%error, "Could not read or publish the finalized block");
+                    match self.advance_finality(state, head.number).await {
+                        Ok(_) => {}
+                        Err(TipError::Store(StoreError::OutOfMemory(error))) => {
+                            self.services.backpressure.out_of_memory(&error);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "Could not read or publish the finalized block");
+                        }
                     }
                 }
             }
@@ -338,11 +344,18 @@ impl Actor for SyncCoordinator {
                 match store.reap_expired(now).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(leases = n, "Expired leases returned to their queues"),
+                    // Out of memory: the leases wait for the pause to end, logged once there.
+                    Err(error) if error.is_backpressure() => {
+                        tracing::debug!(%error, "Reaping expired leases failed");
+                    }
                     Err(error) => tracing::warn!(%error, "Reaping expired leases failed"),
                 }
                 match store.promote_due_retries(now).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(blocks = n, "Due retries returned to work"),
+                    Err(error) if error.is_backpressure() => {
+                        tracing::debug!(%error, "Promoting due retries failed");
+                    }
                     Err(error) => tracing::warn!(%error, "Promoting due retries failed"),
                 }
             }

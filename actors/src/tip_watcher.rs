@@ -9,7 +9,8 @@ use crate::services::Services;
 use crate::slot::SlotId;
 use crate::slot_state::SlotState;
 use crate::store::Origin;
-use crate::sync_coordinator::CoordinatorMsg;
+use crate::store::StoreError;
+use crate::sync_coordinator::{CoordinatorMsg, TipError};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::atomic::Ordering;
@@ -62,6 +63,12 @@ impl TipWatcher {
         stats
             .head_time_ms
             .store(head.timestamp_ms, Ordering::Relaxed);
+        let backpressure = &self.services.backpressure;
+        if !backpressure.may_write() {
+            // The store is short of memory: the head is watched, not recorded; the next head
+            // after the pause finds the gap and queues it.
+            return Ok(schedule.after_failure());
+        }
         let Some(coordinator) = self.services.directory.coordinator() else {
             return Ok(schedule.after_failure());
         };
@@ -77,6 +84,10 @@ impl TipWatcher {
             .await
         {
             Ok(CallResult::Success(Ok(decision))) => decision,
+            Ok(CallResult::Success(Err(TipError::Store(StoreError::OutOfMemory(error))))) => {
+                backpressure.out_of_memory(&error);
+                return Ok(schedule.after_failure());
+            }
             Ok(CallResult::Success(Err(error))) => {
                 tracing::warn!(%error, head = number, "Could not record the new head");
                 return Ok(schedule.after_failure());
@@ -84,6 +95,10 @@ impl TipWatcher {
             Ok(_) | Err(_) => return Ok(schedule.after_failure()),
         };
         let seen_at = now_ms();
+        if decision.leased_head().is_some() {
+            // The advance was written.
+            backpressure.write_succeeded();
+        }
         if let Some(leased) = decision.leased_head() {
             work_one(&self.services, self.slot(), Origin::Tip, leased).await?;
         }

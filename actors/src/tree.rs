@@ -14,6 +14,7 @@
 //! 5. the leadership is given up (another instance leads at once instead of after the lease),
 //!    then the Supervisor stops.
 
+use crate::backpressure::Backpressure;
 use crate::chain::Chain;
 use crate::hooks::FaultHooks;
 use crate::services::Services;
@@ -47,6 +48,9 @@ pub struct TreeDeps {
     pub stats: Arc<TreeStats>,
     /// Called on each new `block` span (the binary records the trace id on it).
     pub span_hook: Option<fn(&tracing::Span)>,
+    /// Pauses claims and commits while the store is short of memory; passed in so that the
+    /// process's store monitor and the operations server share it.
+    pub backpressure: Backpressure,
 }
 
 impl TreeDeps {
@@ -59,6 +63,7 @@ impl TreeDeps {
             hooks: Arc::default(),
             stats: Arc::default(),
             span_hook: None,
+            backpressure: Backpressure::default(),
         }
     }
 }

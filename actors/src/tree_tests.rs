@@ -496,3 +496,47 @@ async fn a_leader_whose_lease_ran_out_is_replaced_and_its_stale_steps_are_refuse
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn commits_refused_for_want_of_memory_wait_with_backoff_and_never_count_as_failures() {
+    use std::sync::atomic::Ordering;
+    let store = store_with_last(100);
+    store.out_of_memory.store(true, Ordering::SeqCst);
+    let chain = Arc::new(FakeChain::with_head(200));
+    let store = Arc::new(store);
+    let deps = TreeDeps::new(chain.clone(), store.clone(), settings());
+    let backpressure = deps.backpressure.clone();
+    let handle = Tree::start(deps).await.unwrap();
+    let tree = TestTree {
+        chain,
+        store,
+        handle,
+    };
+
+    // Ten minutes of a Redis that refuses every commit.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(backpressure.is_paused());
+    let refusals = tree.store.oom_refusals.load(Ordering::SeqCst);
+    // Backoff 1, 2, 4, 8, 16, then every 30 s: about 25 rounds of a few commits each. Without
+    // it, the workers would retry every `idle` (100 ms): thousands.
+    assert!((1..=200).contains(&refusals), "{refusals} refusals");
+    {
+        let s = tree.store.state.lock().unwrap();
+        assert!(s.stream.is_empty());
+        assert!(s.attempts.is_empty(), "{:?}", s.attempts);
+        assert!(s.retry.is_empty() && s.dead.is_empty());
+    }
+
+    tree.store.out_of_memory.store(false, Ordering::SeqCst);
+    until(Duration::from_secs(120), "blocks 101..=200 done", || {
+        tree.all_done(101, 200)
+    })
+    .await;
+    assert!(!backpressure.is_paused());
+    assert!(
+        tree.commits().values().all(|n| *n == 1),
+        "a block committed twice"
+    );
+    let s = tree.store.state.lock().unwrap();
+    assert!(s.attempts.is_empty() && s.retry.is_empty() && s.dead.is_empty());
+}

@@ -2,7 +2,8 @@
 //!
 //! `--dry-run`: everything `run` checks before it starts, and what it would do first, without
 //! starting. The configuration is loaded and validated (exit 2 naming the key),
-//! Redis and the node must answer (exit 1 with the reason), then the plan is printed: where
+//! Redis and the node must answer (exit 1 with the reason), Redis must not evict keys
+//! (`maxmemory-policy noeviction`, else exit 2 as `run` would), then the plan is printed: where
 //! syncing resumes, which queues hold which blocks, which leases will be resumed.
 use super::{
     api_key_shown, init_telemetry, load_config, node_client, node_head, open_store,
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tron_actors::config::{redact_url, Config};
 use tron_actors::daemon::DaemonHandle;
+use tron_actors::store::memory::{read_settings, RedisMemorySettings, RedisSetupError};
 use tron_actors::store::{RedisStore, StoreSnapshot};
 
 #[derive(Args)]
@@ -29,8 +31,8 @@ struct RedisState {
     snapshot: StoreSnapshot,
     priority_range: Option<(u64, u64)>,
     backlog_range: Option<(u64, u64)>,
-    /// `appendonly` as the server reports it, when it lets us ask.
-    append_only: Option<String>,
+    /// `maxmemory-policy`, `maxmemory` and `appendonly` (from CONFIG GET, else INFO).
+    memory: RedisMemorySettings,
 }
 
 pub(crate) async fn run(config_file: Option<PathBuf>, args: RunArgs) -> Result<(), CliError> {
@@ -72,6 +74,10 @@ pub(crate) async fn follow(
     }
     let mut daemon = match DaemonHandle::start_with_metrics(config, Arc::new(client), extra).await {
         Ok(daemon) => daemon,
+        Err(error) if error.is_refusal() => {
+            tracing::error!(%error, "Refusing to start");
+            return Err(CliError::Refused(error.to_string()));
+        }
         Err(error) => {
             tracing::error!(%error, "Could not start");
             return Err(CliError::Reported);
@@ -114,14 +120,26 @@ async fn dry_run(config_file: Option<PathBuf>) -> Result<(), CliError> {
     let (redis, head) = tokio::join!(read_redis(&store), node_head(&client));
     match &redis {
         Ok(state) => {
-            let aof = match state.append_only.as_deref() {
-                Some("yes") => "AOF on".to_string(),
-                Some(other) => format!(
-                    "AOF {other}: WARNING, a Redis restart can lose recent commits; set appendonly yes"
-                ),
-                None => "AOF unknown (CONFIG GET refused)".to_string(),
+            let memory = &state.memory;
+            let aof = match memory.append_only {
+                Some(true) => "AOF on",
+                Some(false) => {
+                    "AOF off: WARNING, a Redis restart can lose recent commits; set appendonly yes"
+                }
+                None => "AOF unknown",
             };
-            println!("redis: reachable ({aof})");
+            let maxmemory = if memory.maxmemory == 0 {
+                "no maxmemory".to_string()
+            } else {
+                format!(
+                    "maxmemory {} bytes, paused at {} of it",
+                    memory.maxmemory, config.redis.memory_pause_ratio
+                )
+            };
+            println!(
+                "redis: reachable ({aof}, maxmemory-policy {}, {maxmemory}; read with {})",
+                memory.policy, memory.source
+            );
         }
         Err(error) => {
             eprintln!(
@@ -138,6 +156,16 @@ async fn dry_run(config_file: Option<PathBuf>) -> Result<(), CliError> {
         ),
         Err(error) => {
             eprintln!("error: node at {}: {error}", config.node.shown_urls());
+        }
+    }
+    if let Ok(state) = &redis {
+        if state.memory.is_evicting() {
+            return Err(CliError::Refused(
+                RedisSetupError::EvictingPolicy {
+                    policy: state.memory.policy.clone(),
+                }
+                .to_string(),
+            ));
         }
     }
     let (Ok(state), Ok(head)) = (redis, head) else {
@@ -230,20 +258,14 @@ async fn read_redis(store: &RedisStore) -> Result<RedisState, String> {
             .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
-        // Managed Redis services often refuse CONFIG: that is no reason to refuse to start.
-        let append_only = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("appendonly")
-            .query_async::<Vec<String>>(&mut conn)
-            .await
-            .ok()
-            .and_then(|pair| pair.get(1).cloned());
+        // Managed Redis services often refuse CONFIG: INFO is asked then.
+        let memory = read_settings(store).await.map_err(|e| e.to_string())?;
         let range = |low: Vec<u64>, high: Vec<u64>| Some((*low.first()?, *high.first()?));
         Ok(RedisState {
             snapshot,
             priority_range: range(priority_low, priority_high),
             backlog_range: range(backlog_low, backlog_high),
-            append_only,
+            memory,
         })
     };
     match tokio::time::timeout(CHECK_TIMEOUT, read).await {

@@ -27,6 +27,7 @@
 //! The names are written once, in `schema.rs`: the key names, the lease value, the link member
 //! and the stats fields; the scripts are given every key they touch (`scripts.rs`).
 
+pub mod memory;
 mod schema;
 mod scripts;
 mod stats;
@@ -83,6 +84,16 @@ pub struct RedisStore {
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
+    // `-OOM command not allowed when used memory > 'maxmemory'`, also from inside a script or
+    // as one answer of a pipeline.
+    let out_of_memory = error.code() == Some("OOM")
+        || error
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM"));
+    if out_of_memory {
+        return StoreError::OutOfMemory(error.to_string());
+    }
     StoreError::Client(ErrorSource::new(error))
 }
 
