@@ -2,7 +2,8 @@
 //! writes, and works whether the daemon runs or not. When one side does not answer, what the
 //! other side knows is still printed, and the exit status is 1.
 use super::{
-    api_key_shown, load_config, node_client, node_head, open_store, CliError, CHECK_TIMEOUT,
+    api_key_shown, check_redis, load_config, node_client, node_head, open_store, CliError,
+    CHECK_TIMEOUT,
 };
 use actors::model::BlockHeader;
 use clap::Args;
@@ -89,7 +90,14 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> Resul
     tron_actors::telemetry::init_logs(config.log.format, tracing::Level::ERROR);
     let store = open_store(&config)?;
     let client = node_client(&config)?;
-    let (head, sync) = tokio::join!(node_head(&client), read_sync(&store));
+    let read = async {
+        // TLS or credentials refused: say which keys to check rather than the bare error.
+        if let Err(CliError::Refused(failure)) = check_redis(&config, &store).await {
+            return Err(failure);
+        }
+        read_sync(&store).await
+    };
+    let (head, sync) = tokio::join!(node_head(&client), read);
     let (sync, used_memory, redis_error) = match sync {
         Ok((read, used_memory)) => (Some(read.status(head.as_ref().ok())), used_memory, None),
         Err(error) => (None, None, Some(error)),
