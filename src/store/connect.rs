@@ -124,10 +124,24 @@ fn redis_permanent(error: &redis::RedisError) -> Option<PermanentFailure> {
     None
 }
 
+/// Run on a new primary before any other command reaches it, after a failover (the sentinels
+/// named another server than before): see [`SentinelRoute`].
+pub(crate) type FailoverHook = Arc<
+    dyn Fn(
+            ConnectionManager,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = redis::RedisResult<()>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Builds the connection the store uses. Nothing is connected yet: a plain or TLS Redis is
 /// reached on first use (and again after a loss, with backoff); with Sentinel the sentinels
 /// are asked on first use.
-pub(crate) fn connect(config: &RedisStoreConfig) -> Result<RedisConn, ConnectError> {
+pub(crate) fn connect(
+    config: &RedisStoreConfig,
+    on_failover: FailoverHook,
+) -> Result<RedisConn, ConnectError> {
     let manager_config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(config.response_timeout))
         .set_connection_timeout(Some(config.connect_timeout))
@@ -146,6 +160,8 @@ pub(crate) fn connect(config: &RedisStoreConfig) -> Result<RedisConn, ConnectErr
         asking: tokio::sync::Mutex::new(()),
         current: Mutex::new(None),
         generation: AtomicU64::new(0),
+        last_address: Mutex::new(None),
+        on_failover,
         manager_config,
         sentinels: config.sentinels.clone(),
         master_name: config.master_name.clone(),
@@ -231,12 +247,24 @@ pub enum RedisConn {
 }
 
 /// The primary the sentinels named last, and how to ask them again.
+///
+/// After a failover the new primary holds what the old one had replicated to it, which can be
+/// less than the old one acknowledged (replication is asynchronous; even a commit WAITed for
+/// may have reached another replica than the one promoted). A lost commit leaves its block
+/// leased to a slot whose worker has moved on, and that worker's heartbeat would keep the lease
+/// alive. So before the first command reaches a primary other than the last one, the
+/// `on_failover` hook hands every lease back to its queue (the store's `reap` of all leases):
+/// a lost commit's block is done again; a block a worker still holds may be fetched twice but
+/// is committed once (the done bit).
 pub struct SentinelRoute {
     /// Held by the one task asking the sentinels; the others wait for its answer.
     asking: tokio::sync::Mutex<()>,
     /// The manager for the primary in use, with its generation; `None` = ask the sentinels.
     current: Mutex<Option<(u64, ConnectionManager)>>,
     generation: AtomicU64,
+    /// The primary connected to last (`host:port`).
+    last_address: Mutex<Option<String>>,
+    on_failover: FailoverHook,
     manager_config: ConnectionManagerConfig,
     sentinels: Vec<(String, u16)>,
     master_name: String,
@@ -266,6 +294,23 @@ impl SentinelRoute {
         let (client, address) = self.ask_sentinels().await?;
         let manager =
             ConnectionManager::new_with_config(client, self.manager_config.clone()).await?;
+        let previous = self.last_address.lock().ok().and_then(|last| last.clone());
+        if previous
+            .as_ref()
+            .is_some_and(|previous| *previous != address)
+        {
+            tracing::warn!(
+                master = %self.master_name,
+                from = previous.as_deref().unwrap_or_default(),
+                to = %address,
+                "Redis failover: the new primary may lack the last writes; every lease goes back \
+                 to its queue"
+            );
+            (self.on_failover)(manager.clone()).await?;
+        }
+        if let Ok(mut last) = self.last_address.lock() {
+            *last = Some(address.clone());
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         if let Ok(mut current) = self.current.lock() {
             *current = Some((generation, manager.clone()));

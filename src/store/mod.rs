@@ -151,11 +151,13 @@ impl RedisStore {
     /// Every command opens its store here (the daemon, `status`, `dlq`, `verify`, `demo`, the
     /// harnesses), so TLS, the ACL user and Sentinel apply to all of them (`connect.rs`).
     pub fn new(config: &RedisStoreConfig) -> Result<Self, StoreError> {
-        let conn = connect::connect(config)
+        let keys = Keys::with_stream(&config.prefix, config.stream_key.as_deref());
+        let scripts = std::sync::Arc::new(Scripts::new());
+        let conn = connect::connect(config, Self::hand_back_every_lease(&keys, &scripts))
             .map_err(|error| StoreError::BadUrl(ErrorSource::new(error)))?;
         Ok(RedisStore {
             conn,
-            keys: Keys::with_stream(&config.prefix, config.stream_key.as_deref()),
+            keys,
             retention_ms: config.retention.as_millis() as u64,
             wait: (config.wait_replicas > 0).then(|| {
                 (
@@ -163,7 +165,42 @@ impl RedisStore {
                     config.wait_timeout.as_millis().max(1) as u64,
                 )
             }),
-            scripts: std::sync::Arc::new(Scripts::new()),
+            scripts,
+        })
+    }
+
+    /// What a Sentinel failover runs on the new primary first: every lease back to its queue
+    /// (`reap` of leases expiring before +inf), see `connect::SentinelRoute`.
+    fn hand_back_every_lease(
+        keys: &Keys,
+        scripts: &std::sync::Arc<Scripts>,
+    ) -> connect::FailoverHook {
+        let keys = keys.clone();
+        let scripts = scripts.clone();
+        std::sync::Arc::new(move |mut manager| {
+            let keys = keys.clone();
+            let scripts = scripts.clone();
+            Box::pin(async move {
+                let mut total = 0;
+                loop {
+                    let reaped: usize = scripts
+                        .reap
+                        .invocation(&keys)
+                        .arg("+inf")
+                        .arg(MAINTENANCE_LIMIT)
+                        .invoke_async(&mut manager)
+                        .await?;
+                    total += reaped;
+                    if reaped < MAINTENANCE_LIMIT {
+                        break;
+                    }
+                }
+                tracing::info!(
+                    leases = total,
+                    "Leases handed back to their queues after the failover"
+                );
+                Ok(())
+            })
         })
     }
 
