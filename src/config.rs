@@ -17,19 +17,25 @@ use std::time::Duration;
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub(crate) const ENV_PREFIX: &str = "TRON_ACTORS_";
-const API_KEY_PATH: &str = "node.api_key";
+/// The keys that hold a secret: each one's environment variable is taken as the exact string it
+/// is (figment would read `1234` as a number), and no error quotes its value.
+const SECRET_PATHS: [&str; 2] = ["node.api_key", "redis.password"];
 
-/// `url` with its password (if any) replaced, for output: a Redis URL may carry one.
+/// `url` with its password (if any) replaced by `***`, for output: a Redis URL may carry one
+/// (`rediss://user:***@host:6380`). A URL that cannot be parsed is not shown at all when it
+/// might hold a password (an `@` in it).
 pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
-            if parsed.set_password(Some("REDACTED")).is_ok() {
+            if parsed.set_password(Some("***")).is_ok() {
                 parsed.to_string()
             } else {
                 "<url with a password>".to_string()
             }
         }
-        _ => url.to_string(),
+        Ok(_) => url.to_string(),
+        Err(_) if url.contains('@') => "<url with a password>".to_string(),
+        Err(_) => url.to_string(),
     }
 }
 
@@ -407,17 +413,44 @@ impl NodeConfig {
     }
 }
 
-/// `[redis]`: the server and the key prefix.
+/// `[redis]`: the server, its credentials and TLS, Sentinel, and the key prefix.
 // Each key is documented, with its default, in config/default.toml (the one source of
 // defaults); a second copy here would drift.
 #[allow(missing_docs)]
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     pub url: String,
     pub prefix: String,
     pub memory_pause_ratio: f64,
     pub memory_check_ms: u64,
+    pub username: String,
+    #[serde(default)]
+    pub password: Secret,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub sentinels: Vec<String>,
+    pub master_name: String,
+    pub wait_replicas: u32,
+    pub wait_timeout_ms: u64,
+}
+
+/// The URL is shown redacted: it may carry a password.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
+            .field("sentinels", &self.sentinels)
+            .field("master_name", &self.master_name)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout_ms", &self.wait_timeout_ms)
+            .finish()
+    }
 }
 
 /// `[stream]`: the event stream.
@@ -519,6 +552,17 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// `redis.password_file` cannot be read.
+    #[error(
+        "cannot read redis.password_file {path}: {source} (check the path and its permissions)"
+    )]
+    PasswordFile {
+        /// The file as configured.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Config {
@@ -535,18 +579,19 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        // figment reads `1234` or `true` in a variable as a number or a boolean: an API key must
-        // reach us as the exact string it is, so its variable is taken raw.
-        figment = figment.merge(
-            Env::prefixed(ENV_PREFIX)
-                .split("__")
-                .ignore(&[API_KEY_PATH]),
-        );
-        let api_key_var = format!("{ENV_PREFIX}NODE__API_KEY");
-        if let Some((_, key)) =
-            std::env::vars().find(|(name, _)| name.eq_ignore_ascii_case(&api_key_var))
-        {
-            figment = figment.merge(figment::providers::Serialized::default(API_KEY_PATH, key));
+        // figment reads `1234` or `true` in a variable as a number or a boolean: an API key or a
+        // password must reach us as the exact string it is, so their variables are taken raw.
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&SECRET_PATHS));
+        for path in SECRET_PATHS {
+            let var = format!(
+                "{ENV_PREFIX}{}",
+                path.replace('.', "__").to_ascii_uppercase()
+            );
+            if let Some((_, value)) =
+                std::env::vars().find(|(name, _)| name.eq_ignore_ascii_case(&var))
+            {
+                figment = figment.merge(figment::providers::Serialized::default(path, value));
+            }
         }
         figment
     }
@@ -620,6 +665,15 @@ impl Config {
                 config.node.api_key = Secret::new(key.trim());
             }
         }
+        if let Some(path) = config.redis.password_file.clone() {
+            let password =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::PasswordFile {
+                    path: path.clone(),
+                    source,
+                })?;
+            // A file written by `echo` or an editor ends with a newline that is not part of it.
+            config.redis.password = Secret::new(password.trim_end_matches(['\n', '\r']));
+        }
         Ok(config)
     }
 
@@ -660,15 +714,7 @@ impl Config {
             self.node.max_attempts >= 1,
             "node.max_attempts must be at least 1".into(),
         );
-        check(
-            ["redis://", "rediss://", "unix://", "redis+unix://"]
-                .iter()
-                .any(|s| self.redis.url.starts_with(s)),
-            format!(
-                "redis.url = {:?}: must start with redis:// (e.g. redis://127.0.0.1:6379)",
-                self.redis.url
-            ),
-        );
+        self.validate_redis(&mut check);
         check(
             self.instance.id.is_empty() || actors::slot::Instance::new(&self.instance.id).is_ok(),
             format!(
@@ -803,6 +849,92 @@ impl Config {
             .unwrap_or(Instance::NONE)
     }
 
+    /// The `[redis]` checks: the URL, the credentials given once, TLS, Sentinel.
+    fn validate_redis(&self, check: &mut impl FnMut(bool, String)) {
+        let redis = &self.redis;
+        let shown = redact_url(&redis.url);
+        let tls = redis.url.starts_with("rediss://");
+        check(
+            ["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|s| redis.url.starts_with(s)),
+            format!(
+                "redis.url = {shown:?}: must start with redis:// or rediss:// (TLS), e.g. \
+                 redis://127.0.0.1:6379 or rediss://user@redis.example.com:6380"
+            ),
+        );
+        let parsed = reqwest::Url::parse(&redis.url).ok();
+        check(
+            !parsed
+                .as_ref()
+                .and_then(|url| url.fragment())
+                .is_some_and(|fragment| fragment.contains("insecure")),
+            format!(
+                "redis.url = {shown:?}: #insecure (TLS without checking the server's certificate) \
+                 is not supported; give the CA that signed the server's certificate in redis.ca_file"
+            ),
+        );
+        let url_password = parsed.as_ref().is_some_and(|url| url.password().is_some());
+        let url_username = parsed
+            .as_ref()
+            .is_some_and(|url| !url.username().is_empty());
+        check(
+            redis.password.is_empty() || redis.password_file.is_none(),
+            "redis.password and redis.password_file are both set: give the password once \
+             (password_file, or TRON_ACTORS_REDIS__PASSWORD)"
+                .into(),
+        );
+        check(
+            !url_password || (redis.password.is_empty() && redis.password_file.is_none()),
+            format!(
+                "redis.url = {shown:?} carries a password and redis.password or \
+                 redis.password_file is set too: give it once (better in redis.password_file)"
+            ),
+        );
+        check(
+            !url_username || redis.username.is_empty(),
+            format!(
+                "redis.url = {shown:?} names a user and redis.username is set too: give it once"
+            ),
+        );
+        check(
+            redis.ca_file.is_none() || tls,
+            format!(
+                "redis.ca_file is set but redis.url = {shown:?} is not a rediss:// URL: use \
+                 rediss:// for TLS, or remove redis.ca_file"
+            ),
+        );
+        if !redis.sentinels.is_empty() {
+            check(
+                !redis.master_name.is_empty(),
+                "redis.master_name must be set with redis.sentinels: the name the sentinels \
+                 monitor the primary under (`sentinel monitor <name> ...`, often \"mymaster\")"
+                    .into(),
+            );
+            check(
+                redis.url.starts_with("redis://") || tls,
+                format!(
+                    "redis.url = {shown:?}: with redis.sentinels it must be redis:// or rediss://; \
+                     its scheme, user, password and database apply to the primary the sentinels \
+                     name (its host and port are not used)"
+                ),
+            );
+            for sentinel in &redis.sentinels {
+                check(
+                    parse_host_port(sentinel).is_some(),
+                    format!(
+                        "redis.sentinels: {sentinel:?} must be host:port (e.g. \"10.0.0.5:26379\")"
+                    ),
+                );
+            }
+        }
+        check(
+            redis.wait_replicas == 0 || redis.wait_timeout_ms >= 10,
+            "redis.wait_timeout_ms must be at least 10 when redis.wait_replicas is set (default 1000)"
+                .into(),
+        );
+    }
+
     /// The actor tree's settings.
     pub fn settings(&self) -> actors::settings::Settings {
         let sync = &self.sync;
@@ -874,9 +1006,21 @@ impl Config {
 
     /// The Redis store's settings.
     pub fn store_config(&self) -> crate::store::RedisStoreConfig {
+        let redis = &self.redis;
         crate::store::RedisStoreConfig {
-            url: self.redis.url.clone(),
-            prefix: self.redis.prefix.clone(),
+            url: redis.url.clone(),
+            username: (!redis.username.is_empty()).then(|| redis.username.clone()),
+            password: redis.password.clone(),
+            ca_file: redis.ca_file.clone(),
+            sentinels: redis
+                .sentinels
+                .iter()
+                .filter_map(|s| parse_host_port(s))
+                .collect(),
+            master_name: redis.master_name.clone(),
+            wait_replicas: redis.wait_replicas,
+            wait_timeout: Duration::from_millis(redis.wait_timeout_ms),
+            prefix: redis.prefix.clone(),
             stream_key: (!self.stream.key.is_empty()).then(|| self.stream.key.clone()),
             retention: Duration::from_secs(self.stream.retention_hours * 3600),
             // Knobs without a config key: their values live here only.
@@ -905,6 +1049,14 @@ fn set_by_user(figment: &Figment, key: &str) -> bool {
     figment
         .find_metadata(key)
         .is_some_and(|metadata| metadata.name != DEFAULTS_SOURCE)
+}
+
+/// `host:port` (a sentinel's address); IPv6 hosts in brackets (`[::1]:26379`).
+pub(crate) fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse::<u16>().ok().filter(|port| *port > 0)?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
 /// What became of a key earlier versions had.
@@ -1406,10 +1558,106 @@ mod tests {
     fn passwords_in_urls_are_redacted() {
         assert_eq!(
             redact_url("redis://:hunter2@redis:6379/0"),
-            "redis://:REDACTED@redis:6379/0"
+            "redis://:***@redis:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://tron:hunter2@redis.example.com:6380"),
+            "rediss://tron:***@redis.example.com:6380"
         );
         assert_eq!(redact_url("redis://redis:6379"), "redis://redis:6379");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(redact_url("redis//x:hunter2@h"), "<url with a password>");
+    }
+
+    #[test]
+    fn the_redis_password_comes_from_a_file_without_its_newline_and_is_never_shown() {
+        Jail::expect_with(|jail| {
+            jail.create_file("pw", "0012345\n")?;
+            jail.set_env("TRON_ACTORS_REDIS__URL", "rediss://redis.example.com:6380");
+            jail.set_env("TRON_ACTORS_REDIS__USERNAME", "tron");
+            jail.set_env("TRON_ACTORS_REDIS__PASSWORD_FILE", "pw");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.redis.password.expose(), "0012345");
+            let store = config.store_config();
+            assert_eq!(store.password.expose(), "0012345");
+            assert_eq!(store.username.as_deref(), Some("tron"));
+            assert!(!format!("{config:?}{store:?}").contains("0012345"));
+            jail.clear_env();
+            // From the environment, a password of digits stays the string it is.
+            jail.set_env("TRON_ACTORS_REDIS__PASSWORD", "0012345");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.redis.password.expose(), "0012345");
+            Ok(())
+        });
+        let debug = format!(
+            "{:?}",
+            load_with(&[("TRON_ACTORS_REDIS__URL", "redis://:hunter2@redis:6379")])
+        );
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("redis://:***@redis:6379"), "{debug}");
+    }
+
+    #[test]
+    fn redis_credentials_tls_and_sentinel_settings_are_checked_naming_the_keys() {
+        Jail::expect_with(|jail| {
+            jail.create_file("pw", "x")?;
+            jail.set_env("TRON_ACTORS_REDIS__PASSWORD", "hunter2");
+            jail.set_env("TRON_ACTORS_REDIS__PASSWORD_FILE", "pw");
+            let message = load_error();
+            assert!(
+                message.contains("redis.password and redis.password_file are both set"),
+                "{message}"
+            );
+            assert!(!message.contains("hunter2"), "{message}");
+            Ok(())
+        });
+        let message = load_error_with(&[
+            ("TRON_ACTORS_REDIS__URL", "rediss://u:hunter2@h:6380"),
+            ("TRON_ACTORS_REDIS__PASSWORD", "other"),
+            ("TRON_ACTORS_REDIS__USERNAME", "v"),
+        ]);
+        assert!(
+            message.contains("carries a password and redis.password"),
+            "{message}"
+        );
+        assert!(
+            message.contains("names a user and redis.username"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+        let message = load_error_with(&[("TRON_ACTORS_REDIS__URL", "rediss://h:6380/#insecure")]);
+        assert!(message.contains("#insecure"), "{message}");
+        assert!(message.contains("redis.ca_file"), "{message}");
+        let message = load_error_with(&[("TRON_ACTORS_REDIS__CA_FILE", "/etc/ca.pem")]);
+        assert!(
+            message.contains("redis.ca_file is set but redis.url = \"redis://127.0.0.1:6379\""),
+            "{message}"
+        );
+        let message = load_error_with(&[("TRON_ACTORS_REDIS__SENTINELS", "[\"a:26379\", \"b\"]")]);
+        assert!(
+            message.contains("redis.master_name must be set"),
+            "{message}"
+        );
+        assert!(
+            message.contains("redis.sentinels: \"b\" must be host:port"),
+            "{message}"
+        );
+        let config = load_with(&[
+            (
+                "TRON_ACTORS_REDIS__SENTINELS",
+                "[\"10.0.0.5:26379\", \"[::1]:26380\"]",
+            ),
+            ("TRON_ACTORS_REDIS__MASTER_NAME", "mymaster"),
+            ("TRON_ACTORS_REDIS__WAIT_REPLICAS", "1"),
+        ]);
+        let store = config.store_config();
+        assert_eq!(
+            store.sentinels,
+            vec![("10.0.0.5".to_string(), 26379), ("::1".to_string(), 26380)]
+        );
+        assert_eq!(store.master_name, "mymaster");
+        assert_eq!(store.wait_replicas, 1);
+        assert_eq!(store.wait_timeout, Duration::from_millis(1000));
     }
 
     #[test]

@@ -213,7 +213,7 @@ enum Seen<'a> {
 
 /// Pages through the stream, calling `visit(block, seen)` for entries of blocks in range.
 async fn scan_stream(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::store::RedisConn,
     stream: &str,
     from: u64,
     to: u64,
@@ -380,7 +380,7 @@ async fn fetch_expected(
 /// Verifies `from..=to` of `stream` against `chain`.
 pub async fn verify(
     chain: Arc<dyn Chain>,
-    mut conn: redis::aio::ConnectionManager,
+    mut conn: crate::store::RedisConn,
     stream: &str,
     from: u64,
     to: u64,

@@ -107,6 +107,74 @@ pub(crate) fn open_store(config: &Config) -> Result<RedisStore, CliError> {
     RedisStore::new(&config.store_config()).map_err(|error| CliError::Refused(error.to_string()))
 }
 
+/// Connects to Redis once: a failure that no retry mends (a certificate not trusted,
+/// credentials refused) is refused as a configuration error (exit 2) naming the keys to check;
+/// a Redis that is down or slow is returned as `Err` text for the caller to report or wait out.
+pub(crate) async fn check_redis(
+    config: &Config,
+    store: &RedisStore,
+) -> Result<Result<(), String>, CliError> {
+    match store.check_connection(CHECK_TIMEOUT).await {
+        Ok(reached) => Ok(reached.map_err(|error| error.to_string())),
+        Err(failure) => Err(CliError::Refused(format!(
+            "redis at {}: {failure}",
+            tron_actors::config::redact_url(&config.redis.url)
+        ))),
+    }
+}
+
+/// How `[redis]` is reached, for `run --dry-run` and the start log: TLS, the user, whether a
+/// password is set (never the password), Sentinel, WAIT.
+pub(crate) fn redis_access_shown(config: &Config) -> String {
+    let redis = &config.redis;
+    let url = reqwest::Url::parse(&redis.url).ok();
+    let tls = if redis.url.starts_with("rediss://") {
+        match &redis.ca_file {
+            Some(path) => format!("TLS, CA {}", path.display()),
+            None => "TLS, system CAs".to_string(),
+        }
+    } else {
+        "no TLS".to_string()
+    };
+    let url_user = url
+        .as_ref()
+        .map(|u| u.username().to_string())
+        .unwrap_or_default();
+    let user = if !redis.username.is_empty() {
+        redis.username.clone()
+    } else if !url_user.is_empty() {
+        url_user
+    } else {
+        "default".to_string()
+    };
+    let password = if !redis.password.is_empty() {
+        if redis.password_file.is_some() {
+            "password from redis.password_file"
+        } else {
+            "password set"
+        }
+    } else if url.as_ref().is_some_and(|u| u.password().is_some()) {
+        "password in the URL"
+    } else {
+        "no password"
+    };
+    let mut out = format!("{tls}, user {user}, {password}");
+    if !redis.sentinels.is_empty() {
+        out.push_str(&format!(
+            ", primary {:?} from sentinels {}",
+            redis.master_name,
+            redis.sentinels.join(" ")
+        ));
+    }
+    if redis.wait_replicas > 0 {
+        out.push_str(&format!(
+            ", each commit waits for {} replica(s), at most {} ms",
+            redis.wait_replicas, redis.wait_timeout_ms
+        ));
+    }
+    out
+}
+
 /// This program's own path: the harnesses run it again as the daemon under test.
 pub(crate) fn own_exe() -> Result<PathBuf, CliError> {
     std::env::current_exe().map_err(|error| {

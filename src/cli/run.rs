@@ -6,8 +6,8 @@
 //! (`maxmemory-policy noeviction`, else exit 2 as `run` would), then the plan is printed: where
 //! syncing resumes, which queues hold which blocks, which leases will be resumed.
 use super::{
-    api_key_shown, init_telemetry, load_config, node_client, node_head, open_store,
-    shutdown_signal, CliError, CHECK_TIMEOUT,
+    api_key_shown, check_redis, init_telemetry, load_config, node_client, node_head, open_store,
+    redis_access_shown, shutdown_signal, CliError, CHECK_TIMEOUT,
 };
 use actors::store::Queue;
 use actors::sync_rule::{decide, TipDecision};
@@ -41,6 +41,12 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: RunArgs) -> Result<(
     }
     let config = load_config(config_file)?;
     let telemetry = init_telemetry(&config)?;
+    // A Redis that is down delays the work, not the start; one that can never be reached with
+    // this configuration (TLS, credentials) stops it, naming the keys to check.
+    if let Err(refused) = check_redis(&config, &open_store(&config)?).await {
+        telemetry.shutdown();
+        return Err(refused);
+    }
     let result = follow(&config, shutdown_signal(), Some(&telemetry)).await;
     telemetry.shutdown();
     result
@@ -56,6 +62,7 @@ pub(crate) async fn follow(
     tracing::info!(
         nodes = %config.node.shown_urls(),
         redis = %redact_url(&config.redis.url),
+        redis_access = %redis_access_shown(config),
         prefix = %config.redis.prefix,
         start = %config.sync.start_block.map_or_else(|| "last synced, or the head on a first run".to_string(), |b| format!("block {b} on a first run")),
         "Starting tron-actors"
@@ -117,6 +124,8 @@ async fn dry_run(config_file: Option<PathBuf>) -> Result<(), CliError> {
     let client = node_client(&config)?;
     println!("configuration: valid");
     print!("{}", describe_config(&config));
+    // A Redis that is only down is reported below with what it would hold.
+    let _down_is_reported_below = check_redis(&config, &store).await?;
     let (redis, head) = tokio::join!(read_redis(&store), node_head(&client));
     match &redis {
         Ok(state) => {
@@ -215,6 +224,7 @@ fn describe_config(config: &Config) -> String {
         config.redis.prefix,
         config.stream.retention_hours
     ));
+    out.push_str(&format!("            {}\n", redis_access_shown(config)));
     out.push_str(&format!(
         "  workers   tip, priority, {} backlog (batches of {})\n",
         config.sync.backlog_workers, config.sync.backlog_batch

@@ -2,7 +2,8 @@
 //! writes, and works whether the daemon runs or not. When one side does not answer, what the
 //! other side knows is still printed, and the exit status is 1.
 use super::{
-    api_key_shown, load_config, node_client, node_head, open_store, CliError, CHECK_TIMEOUT,
+    api_key_shown, check_redis, load_config, node_client, node_head, open_store, CliError,
+    CHECK_TIMEOUT,
 };
 use actors::model::BlockHeader;
 use clap::Args;
@@ -120,7 +121,14 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: StatusArgs) -> Resul
         let head = node_head(&client).await;
         (head, client.nodes())
     };
-    let ((head, nodes), sync) = tokio::join!(node, read_sync(&store));
+    let read = async {
+        // TLS or credentials refused: say which keys to check rather than the bare error.
+        if let Err(CliError::Refused(failure)) = check_redis(&config, &store).await {
+            return Err(failure);
+        }
+        read_sync(&store).await
+    };
+    let ((head, nodes), sync) = tokio::join!(node, read);
     let in_use = nodes
         .iter()
         .find(|n| n.active)

@@ -27,11 +27,13 @@
 //! The names are written once, in `schema.rs`: the key names, the lease value, the link member
 //! and the stats fields; the scripts are given every key they touch (`scripts.rs`).
 
+mod connect;
 pub mod memory;
 mod schema;
 mod scripts;
 mod stats;
 
+pub use connect::{permanent_failure, ConnectError, PermanentFailure, RedisConn};
 pub use schema::Keys;
 pub use stats::{StoreSnapshot, StoreStats};
 
@@ -43,7 +45,6 @@ use actors::store::{
     Lease, Origin, Queue, Store, StoreError, Term,
 };
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use schema::{LeaseValue, LinkMember, StatsField, TermValue};
 use scripts::Scripts;
@@ -58,10 +59,25 @@ const MAINTENANCE_LIMIT: usize = 1_000;
 /// Settings of the Redis store, built by `Config::store_config` (from `[redis]` and `[stream]`;
 /// the timeouts without a config key are fixed there): there is no `Default`, so the numbers
 /// exist once. Code without a user's config starts from `Config::default().store_config()`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RedisStoreConfig {
-    /// `redis://` or `rediss://` URL.
+    /// `redis://` or `rediss://` URL (with Sentinel: its scheme, user, password and database).
     pub url: String,
+    /// The ACL user (`redis.username`); `None` = the URL's.
+    pub username: Option<String>,
+    /// The ACL user's password (`redis.password`, or read from `redis.password_file`); empty =
+    /// the URL's.
+    pub password: crate::config::Secret,
+    /// PEM file of the CA(s) that signed the server's certificate (`rediss://` only).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The sentinels (`redis.sentinels`); empty = connect to `url` itself.
+    pub sentinels: Vec<(String, u16)>,
+    /// The name the sentinels monitor the primary under (`redis.master_name`).
+    pub master_name: String,
+    /// After each commit, WAIT until this many replicas have it; 0 = do not wait.
+    pub wait_replicas: u32,
+    /// How long a commit waits for `wait_replicas` replicas.
+    pub wait_timeout: Duration,
     /// The prefix of every key (`redis.prefix`).
     pub prefix: String,
     /// The event stream's key; `None` = `<prefix>:events`.
@@ -74,12 +90,35 @@ pub struct RedisStoreConfig {
     pub connect_timeout: Duration,
 }
 
+/// The URL is shown redacted: it may carry a password.
+impl std::fmt::Debug for RedisStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreConfig")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("ca_file", &self.ca_file)
+            .field("sentinels", &self.sentinels)
+            .field("master_name", &self.master_name)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("prefix", &self.prefix)
+            .field("stream_key", &self.stream_key)
+            .field("retention", &self.retention)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
 /// [`Store`] over Redis, plus the reads and dead-letter actions of the CLI and the harnesses.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     retention_ms: u64,
+    /// `WAIT <replicas> <timeout ms>` after each commit, when `redis.wait_replicas` > 0.
+    wait: Option<(u32, u64)>,
     scripts: std::sync::Arc<Scripts>,
 }
 
@@ -128,22 +167,83 @@ fn parse_block(key: &str, value: Option<String>) -> Result<Option<u64>, StoreErr
 impl RedisStore {
     /// Creates the store without connecting: the connection is made on first use and remade
     /// after a loss (with backoff), so a Redis that is down at start delays work, not the start.
+    ///
+    /// Every command opens its store here (the daemon, `status`, `dlq`, `verify`, `demo`, the
+    /// harnesses), so TLS, the ACL user and Sentinel apply to all of them (`connect.rs`).
     pub fn new(config: &RedisStoreConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| StoreError::BadUrl(ErrorSource::new(e)))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(unavailable)?;
+        let keys = Keys::with_stream(&config.prefix, config.stream_key.as_deref());
+        let scripts = std::sync::Arc::new(Scripts::new());
+        let conn = connect::connect(config, Self::hand_back_every_lease(&keys, &scripts))
+            .map_err(|error| StoreError::BadUrl(ErrorSource::new(error)))?;
         Ok(RedisStore {
             conn,
-            keys: Keys::with_stream(&config.prefix, config.stream_key.as_deref()),
+            keys,
             retention_ms: config.retention.as_millis() as u64,
-            scripts: std::sync::Arc::new(Scripts::new()),
+            wait: (config.wait_replicas > 0).then(|| {
+                (
+                    config.wait_replicas,
+                    config.wait_timeout.as_millis().max(1) as u64,
+                )
+            }),
+            scripts,
         })
+    }
+
+    /// What a Sentinel failover runs on the new primary first: every lease back to its queue
+    /// (`reap` of leases expiring before +inf), see `connect::SentinelRoute`.
+    fn hand_back_every_lease(
+        keys: &Keys,
+        scripts: &std::sync::Arc<Scripts>,
+    ) -> connect::FailoverHook {
+        let keys = keys.clone();
+        let scripts = scripts.clone();
+        std::sync::Arc::new(move |mut manager| {
+            let keys = keys.clone();
+            let scripts = scripts.clone();
+            Box::pin(async move {
+                let mut total = 0;
+                loop {
+                    let reaped: usize = scripts
+                        .reap
+                        .invocation(&keys)
+                        .arg("+inf")
+                        .arg(MAINTENANCE_LIMIT)
+                        .invoke_async(&mut manager)
+                        .await?;
+                    total += reaped;
+                    if reaped < MAINTENANCE_LIMIT {
+                        break;
+                    }
+                }
+                tracing::info!(
+                    leases = total,
+                    "Leases handed back to their queues after the failover"
+                );
+                Ok(())
+            })
+        })
+    }
+
+    /// Connects now and PINGs, to tell at start a configuration that can never connect (a
+    /// certificate not trusted, credentials refused: [`PermanentFailure`]) from a Redis that
+    /// is only down (`Ok(Err(..))`: the daemon starts and waits for it).
+    pub async fn check_connection(
+        &self,
+        limit: Duration,
+    ) -> Result<Result<(), StoreError>, PermanentFailure> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        match tokio::time::timeout(limit, ping).await {
+            Ok(Ok(_)) => Ok(Ok(())),
+            Ok(Err(error)) => match permanent_failure(&error) {
+                Some(failure) => Err(failure),
+                None => Ok(Err(unavailable(error))),
+            },
+            Err(_) => Ok(Err(StoreError::Unavailable(format!(
+                "no answer within {limit:?}"
+            )))),
+        }
     }
 
     /// Its key names.
@@ -152,7 +252,7 @@ impl RedisStore {
     }
 
     /// A connection handle for reads outside the Store protocol (CLI, tests).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -479,21 +579,55 @@ impl Store for RedisStore {
                 cmd.arg(name).arg(value);
             }
         }
-        let answer = match cmd.query_async::<(i64, u64)>(&mut conn).await {
+        // With redis.wait_replicas, WAIT goes in the same pipeline, so on the same connection
+        // right after the script: it returns once that many replicas have everything this
+        // connection wrote, the commit included.
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        if let Some((replicas, timeout_ms)) = self.wait {
+            pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
+        }
+        let answer = match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
             Err(error)
                 if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
-                // A restarted (or flushed) Redis has forgotten the script: load it, ask again.
+                // A restarted (or flushed) Redis, or a new primary, has not got the script: load
+                // it, ask again.
                 script
                     .invocation(&self.keys)
                     .load_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
-                cmd.query_async(&mut conn).await
+                pipe.query_async(&mut conn).await
             }
             other => other,
         };
-        let (status, value) = answer.map_err(unavailable)?;
+        let mut answers = answer.map_err(unavailable)?.into_iter();
+        let (status, value): (i64, u64) = redis::from_redis_value(
+            answers
+                .next()
+                .ok_or_else(|| StoreError::Protocol("commit script said nothing".into()))?,
+        )
+        .map_err(|e| StoreError::Undecodable {
+            what: "the commit script's answer".into(),
+            source: ErrorSource::new(e),
+        })?;
+        if let (Some((replicas, timeout_ms)), Some(acked)) = (self.wait, answers.next()) {
+            let acked: u64 =
+                redis::from_redis_value(acked).map_err(|e| StoreError::Undecodable {
+                    what: "WAIT's answer".into(),
+                    source: ErrorSource::new(e),
+                })?;
+            if status != -2 && acked < u64::from(replicas) {
+                // Not acknowledged: the caller retries the block, whose commit then writes
+                // nothing (it is done) and waits again.
+                return Err(StoreError::Unavailable(format!(
+                    "block {} committed on the primary but only {acked} of {replicas} replicas \
+                     had it within {timeout_ms} ms (redis.wait_replicas, redis.wait_timeout_ms)",
+                    header.number
+                )));
+            }
+        }
         match status {
             -3 => Err(not_leader(by.term)),
             -2 => Ok(CommitOutcome::Unlinked { at: value }),

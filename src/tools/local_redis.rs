@@ -49,6 +49,8 @@ pub struct LocalRedis {
     port: u16,
     dir: PathBuf,
     persistence: Persistence,
+    /// More redis-server arguments (TLS, replication), kept for a restart.
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -70,10 +72,22 @@ impl LocalRedis {
         port: u16,
         persistence: Persistence,
     ) -> Result<Self, LocalRedisError> {
+        Self::start_with_args(dir, port, persistence, &[]).await
+    }
+
+    /// Starts redis-server on `port` (plain TCP, which the readiness check uses) with more
+    /// arguments, e.g. `--tls-port` and its certificate files, or `--replicaof`.
+    pub async fn start_with_args(
+        dir: &Path,
+        port: u16,
+        persistence: Persistence,
+        extra_args: &[String],
+    ) -> Result<Self, LocalRedisError> {
         let mut redis = LocalRedis {
             port,
             dir: dir.to_path_buf(),
             persistence,
+            extra_args: extra_args.to_vec(),
             child: None,
         };
         redis.spawn().await?;
@@ -116,6 +130,7 @@ impl LocalRedis {
             // half the node overhead.
             .arg("--stream-node-max-bytes")
             .arg(STREAM_NODE_MAX_BYTES.to_string())
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -154,6 +169,11 @@ impl LocalRedis {
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|child| child.id())
+    }
+
+    /// Its plain TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `redis://127.0.0.1:<port>`.
