@@ -305,7 +305,10 @@ async fn the_compose_files_use_only_public_images_real_commands_and_real_config_
     let compose = yaml("docker-compose.yml");
     let services = compose["services"].as_mapping().unwrap();
     let names: Vec<&str> = services.keys().map(|k| k.as_str().unwrap()).collect();
-    assert_eq!(names, ["redis", "jaeger", "node", "tron-actors"]);
+    assert_eq!(
+        names,
+        ["redis", "jaeger", "node", "tron-actors", "tron-actors-2"]
+    );
     for (name, service) in services {
         let name = name.as_str().unwrap();
         let image = service["image"].as_str().unwrap_or_default();
@@ -356,6 +359,20 @@ async fn the_compose_files_use_only_public_images_real_commands_and_real_config_
     );
     assert_eq!(strings(&daemon["ports"]), ["9464:9464"]);
     assert_valid_config(&env, "docker-compose.yml").await;
+
+    // The second instance (profile two-instances): same Redis and node, its own instance id.
+    let second = &services["tron-actors-2"];
+    assert_eq!(strings(&second["profiles"]), ["two-instances"]);
+    assert_eq!(strings(&second["command"]), ["run"]);
+    let env2 = environment(second);
+    assert_eq!(
+        env2["TRON_ACTORS_REDIS__URL"],
+        env["TRON_ACTORS_REDIS__URL"]
+    );
+    assert_eq!(env2["TRON_ACTORS_NODE__URL"], env["TRON_ACTORS_NODE__URL"]);
+    assert_eq!(env["TRON_ACTORS_INSTANCE__ID"], "tron-actors-1");
+    assert_eq!(env2["TRON_ACTORS_INSTANCE__ID"], "tron-actors-2");
+    assert_valid_config(&env2, "docker-compose.yml (tron-actors-2)").await;
 
     // The TronGrid override: no simulated node, the key from the environment.
     let trongrid = yaml("docker-compose.trongrid.yml");
