@@ -174,6 +174,7 @@ async fn three_daemons_share_the_backlog_under_one_leader_through_kills_and_paus
     );
     // Followers do not fight over the head: no instance logs a refused head step per block.
     let mut warnings = Vec::new();
+    let mut fenced = 0;
     for log in &fleet.logs {
         assert_eq!(
             lines_with(log, "Could not record the new head"),
@@ -185,8 +186,11 @@ async fn three_daemons_share_the_backlog_under_one_leader_through_kills_and_paus
             log.file_name().unwrap().to_string_lossy().to_string(),
             lines_with(log, "\"WARN\""),
         ));
+        fenced += lines_with(log, "No longer the leader");
     }
-    eprintln!("WARN lines per process: {warnings:?}");
+    eprintln!(
+        "WARN lines per process: {warnings:?}; head steps of a stale leader refused: {fenced}"
+    );
     for (log, n) in &warnings {
         assert!(*n < 60, "{log}: {n} warnings for {} blocks", to - head);
     }

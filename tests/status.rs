@@ -114,6 +114,9 @@ async fn status_json_matches_the_redis_state_after_a_known_run() {
             "lag_seconds": 0.0,
             "queues": {"priority": 0, "backlog": 0, "retry": 0, "dead": 1},
             "leases_by_slot": {},
+            // The daemon stopped cleanly: it resigned and left the registry of instances.
+            "leader": null,
+            "instances": [],
             "published": {
                 "blocks": {"backlog": 28, "tip": 1},
                 "events": {"backlog": backlog_events, "tip": tip_events},

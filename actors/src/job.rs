@@ -202,10 +202,14 @@ async fn publish_linked(
         at,
         "Block contradicts a committed block: walking back"
     );
-    let coordinator = services
-        .directory
-        .coordinator()
-        .ok_or_else(|| StoreError::Unavailable("sync coordinator not running".into()))?;
+    // On a follower there is no coordinator: the leader finds the same fork from the head or
+    // its finality check within a block interval or so, and this block is tried again then.
+    let coordinator = services.directory.coordinator().ok_or_else(|| {
+        StoreError::Unavailable(
+            "the node switched branches; the leading instance walks back, this block is tried again later"
+                .into(),
+        )
+    })?;
     let answer = coordinator
         .call(
             |reply| CoordinatorMsg::Reconcile { at, reply },

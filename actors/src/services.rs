@@ -58,6 +58,27 @@ impl Services {
         }
     }
 
+    /// Hands the leases `slot` still holds back to their queues (a stop, or the end of a
+    /// leadership), so that any worker takes them at once instead of when they expire.
+    pub(crate) async fn hand_back(&self, slot: crate::slot::SlotId) {
+        let store = &self.store;
+        let result = async {
+            let leases = store.owned_leases(slot).await?;
+            let blocks: Vec<u64> = leases.iter().map(|l| l.block).collect();
+            store.release(slot, &blocks).await
+        }
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(%slot, leases = n, "Handed back unfinished leases"),
+            Err(error) => tracing::warn!(
+                %slot,
+                %error,
+                "Could not hand back leases; they return when they expire or are resumed on the next start"
+            ),
+        }
+    }
+
     /// The term this instance leads in, if it does.
     pub(crate) fn term(&self) -> Option<Term> {
         self.term.read().ok().and_then(|t| *t)

@@ -276,21 +276,9 @@ impl Supervisor {
             tracing::info!(child = %child, "Stopped: this instance no longer leads");
         }
         self.services.directory.clear_coordinator();
-        let tip = SlotId::TIP.of(self.services.settings.instance);
-        let store = &self.services.store;
-        let handed_back = async {
-            let leases = store.owned_leases(tip).await?;
-            let blocks: Vec<u64> = leases.iter().map(|l| l.block).collect();
-            store.release(tip, &blocks).await
-        }
-        .await;
-        match handed_back {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(slot = %tip, leases = n, "Handed back the head's leases"),
-            Err(error) => {
-                tracing::warn!(%error, slot = %tip, "Could not hand back the head's leases; they return when they expire")
-            }
-        }
+        self.services
+            .hand_back(SlotId::TIP.of(self.services.settings.instance))
+            .await;
     }
 }
 

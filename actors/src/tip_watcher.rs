@@ -88,6 +88,18 @@ impl TipWatcher {
                 backpressure.out_of_memory(&error);
                 return Ok(schedule.after_failure());
             }
+            Ok(CallResult::Success(Err(crate::sync_coordinator::TipError::Store(
+                crate::store::StoreError::NotLeader { epoch, .. },
+            )))) => {
+                // A leader that was paused past its lease: the store refused its term. Its
+                // elector learns it follows at its next renewal and stops this actor.
+                tracing::info!(
+                    epoch,
+                    head = number,
+                    "No longer the leader: the head is left to the instance that leads now"
+                );
+                return Ok(schedule.after_failure());
+            }
             Ok(CallResult::Success(Err(error))) => {
                 tracing::warn!(%error, head = number, "Could not record the new head");
                 return Ok(schedule.after_failure());

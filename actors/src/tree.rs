@@ -201,22 +201,9 @@ impl TreeHandle {
 
     /// Returns the leases every worker slot still holds to their queues.
     async fn hand_back_leases(&self) {
-        let store = &self.services.store;
         let settings = &self.services.settings;
         for slot in SlotId::all(settings.instance, settings.backlog_workers) {
-            let result = async {
-                let leases = store.owned_leases(slot).await?;
-                let blocks: Vec<u64> = leases.iter().map(|l| l.block).collect();
-                store.release(slot, &blocks).await
-            }
-            .await;
-            match result {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(%slot, leases = n, "Handed back unfinished leases"),
-                Err(error) => {
-                    tracing::warn!(%slot, %error, "Could not hand back leases; they are resumed on the next start")
-                }
-            }
+            self.services.hand_back(slot).await;
         }
     }
 }
