@@ -11,85 +11,13 @@ use common::{
     assert_exactly_once, frozen_sim, read_stream, sample_block, start_daemon, test_config,
     wait_done, wait_until, TestRedis,
 };
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::{Child, Command};
 use tron_actors::store::{RedisStore, RedisStoreConfig};
 use tron_actors::tools::local_redis::{free_port, LocalRedis, Persistence};
+use tron_actors::tools::sentinel::Sentinels;
 
 const WAIT: Duration = Duration::from_secs(240);
 const MASTER: &str = "mymaster";
-
-/// A `redis-server --sentinel` child process; killed when dropped.
-struct Sentinel {
-    port: u16,
-    _child: Child,
-}
-
-impl Sentinel {
-    async fn start(dir: &std::path::Path, index: usize, primary_port: u16) -> Sentinel {
-        let port = free_port().unwrap();
-        let conf = dir.join(format!("sentinel-{index}.conf"));
-        // Sentinel rewrites its file (what it learns), so each has its own, in the test's
-        // directory. Low timeouts: the primary is declared down after 500 ms.
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                 sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n\
-                 sentinel down-after-milliseconds {MASTER} 500\n\
-                 sentinel failover-timeout {MASTER} 3000\n\
-                 sentinel parallel-syncs {MASTER} 2\n",
-                dir = dir.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Sentinel {
-            port,
-            _child: child,
-        }
-    }
-
-    async fn conn(&self) -> Option<redis::aio::MultiplexedConnection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
-            .ok()?
-            .get_multiplexed_async_connection()
-            .await
-            .ok()
-    }
-
-    /// What this sentinel knows: the primary's port, how many replicas and other sentinels.
-    async fn view(&self) -> Option<(u16, usize, usize)> {
-        let mut conn = self.conn().await?;
-        let (_, port): (String, u16) = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(MASTER)
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
-            .arg("replicas")
-            .arg(MASTER)
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        let sentinels: Vec<redis::Value> = redis::cmd("SENTINEL")
-            .arg("sentinels")
-            .arg(MASTER)
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        Some((port, replicas.len(), sentinels.len()))
-    }
-}
 
 async fn start_redis(args: &[String]) -> TestRedis {
     let dir = tempfile::tempdir().unwrap();
@@ -104,7 +32,7 @@ async fn start_redis(args: &[String]) -> TestRedis {
 struct Deployment {
     primary: TestRedis,
     replicas: [TestRedis; 2],
-    sentinels: Vec<Sentinel>,
+    sentinels: Sentinels,
     _dir: tempfile::TempDir,
 }
 
@@ -122,25 +50,19 @@ impl Deployment {
             start_redis(&replica_of).await,
         ];
         let dir = tempfile::tempdir().unwrap();
-        let mut sentinels = Vec::new();
-        for index in 0..3 {
-            sentinels.push(Sentinel::start(dir.path(), index, primary_port).await);
-        }
-        // Each sentinel must know both replicas and the two other sentinels before a failover
-        // can be agreed on (they learn them within ~10 s).
-        wait_until(
+        // The primary is declared down after 500 ms. Each sentinel must know both replicas and
+        // the two other sentinels before a failover can be agreed on (they learn them within
+        // ~10 s).
+        let sentinels = Sentinels::start(
+            dir.path(),
+            MASTER,
+            primary_port,
+            2,
+            500,
             Duration::from_secs(60),
-            "the sentinels know everyone",
-            || async {
-                for sentinel in &sentinels {
-                    if sentinel.view().await != Some((primary_port, 2, 2)) {
-                        return false;
-                    }
-                }
-                true
-            },
         )
-        .await;
+        .await
+        .unwrap();
         Deployment {
             primary,
             replicas,
@@ -162,17 +84,17 @@ impl Deployment {
                 ("sync.start_block", start_block.as_str()),
             ],
         );
-        config.redis.sentinels = self
-            .sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
-            .collect();
+        config.redis.sentinels = self.sentinels.addrs();
         config
     }
 
     /// The replica the sentinels promoted.
     async fn new_primary(&self) -> &TestRedis {
-        let port = self.sentinels[0].view().await.unwrap().0;
+        let port = self.sentinels.sentinels[0]
+            .view()
+            .await
+            .unwrap()
+            .primary_port;
         assert_ne!(port, self.primary.server.port(), "no failover happened");
         self.replicas
             .iter()
@@ -227,13 +149,7 @@ async fn a_primary_demoted_mid_backlog_by_a_manual_failover_is_followed_and_the_
         !store.is_done(from).await.unwrap(),
         "the backlog was drained before the failover: nothing was tested"
     );
-    let mut conn = deployment.sentinels[1].conn().await.unwrap();
-    redis::cmd("SENTINEL")
-        .arg("FAILOVER")
-        .arg(MASTER)
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
+    deployment.sentinels.sentinels[1].failover().await.unwrap();
     wait_done(&store, from, head, WAIT).await;
     daemon.shutdown().await.unwrap();
     assert_exactly_once(deployment.new_primary().await, &sim, from, head).await;

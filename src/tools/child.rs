@@ -166,15 +166,27 @@ impl DaemonChild {
         running
     }
 
+    /// Sends `signal` (`TERM`, `STOP`, `CONT`, ...) with kill(1); true when it was delivered
+    /// (false once the child has exited, or when kill(1) failed).
+    pub async fn signal(&self, signal: &str) -> bool {
+        let Some(pid) = self.pid() else { return false };
+        // tokio can only SIGKILL; `kill` is on every unix the harnesses run on.
+        Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .await
+            .is_ok_and(|status| status.success())
+    }
+
     /// SIGTERM, then its exit status; SIGKILL and `None` if it outstays `limit`.
     pub async fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
-        if let Some(pid) = self.pid() {
-            // tokio can only SIGKILL; `kill` is on every unix the harnesses run on.
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
-        }
+        self.signal("TERM").await;
+        self.wait_exit(limit).await
+    }
+
+    /// Its exit status once it exits (after a signal sent with [`DaemonChild::signal`]);
+    /// SIGKILL and `None` if it outstays `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let status = match tokio::time::timeout(limit, self.child.wait()).await {
             Ok(Ok(status)) => Some(status),
             _ => {

@@ -193,6 +193,16 @@ impl LocalRedis {
         self.kill().await;
         self.spawn().await
     }
+
+    /// Starts it again on the same port and directory with other extra arguments (kept for
+    /// the next restart), e.g. `--replicaof` the primary that replaced it.
+    pub async fn restart_with_args(
+        &mut self,
+        extra_args: &[String],
+    ) -> Result<(), LocalRedisError> {
+        self.extra_args = extra_args.to_vec();
+        self.restart().await
+    }
 }
 
 /// Whether a Redis answers at `url` within a second.

@@ -6,9 +6,11 @@
 //! - [`chaos`]: a seeded fault run (daemon SIGKILLs, Redis restarts, a faulty node), then verify;
 //! - [`demo`]: the `demo` command's setup (a simulated node and a Redis to follow it into);
 //! - [`child`]: the daemon as a child process (bench, chaos and the integration tests);
-//! - [`local_redis`]: a private redis-server on a free port.
+//! - [`local_redis`]: a private redis-server on a free port;
+//! - [`sentinel`]: three private Redis sentinels watching a private primary.
 pub mod bench;
 pub mod chaos;
 pub mod child;
 pub mod demo;
 pub mod local_redis;
+pub mod sentinel;

@@ -398,13 +398,11 @@ impl DaemonProcess {
 
     /// Sends `signal` (`STOP`, `CONT`, ...) with kill(1).
     pub async fn signal(&self, signal: &str) {
-        let pid = self.0.pid().expect("running").to_string();
-        let status = tokio::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "kill -{signal} {pid}");
+        assert!(
+            self.0.signal(signal).await,
+            "kill -{signal} {:?}",
+            self.0.pid()
+        );
     }
 
     /// SIGKILL, as a crash or power loss would.

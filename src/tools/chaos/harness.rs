@@ -1,12 +1,12 @@
-//! The running system (simulated node, redis-server, the daemon as a child process) and what
-//! the harness does to it: start, disrupt as planned, keep going, stop, verify.
+//! The running system (simulated node, Redis, the daemons as child processes) and what the
+//! harness does to them: start, disrupt as planned, keep going, stop, verify.
 
-use super::plan::{plan, DisruptionKind};
-use super::report::ChaosReport;
+use super::backend::Backend;
+use super::plan::{plan, DisruptionKind, PlanShape, Target};
+use super::report::{ChaosReport, InstanceReport};
 use super::{io, ChaosError, ChaosOptions, GRACE_MS, PREFIX, TICK};
-use crate::store::{RedisStore, RedisStoreConfig};
+use crate::store::RedisStore;
 use crate::tools::child::{DaemonChild, DaemonCommand, DaemonOutput};
-use crate::tools::local_redis::{free_port, LocalRedis, Persistence};
 use crate::tron::{TronClient, TronClientConfig};
 use crate::verify::VerifyReport;
 use std::net::SocketAddr;
@@ -26,11 +26,15 @@ pub(super) struct Harness {
     options: ChaosOptions,
     dir: PathBuf,
     sim: SimHandle,
-    redis: LocalRedis,
+    redis: Backend,
     store: RedisStore,
     env: Vec<(String, String)>,
-    daemon: Option<DaemonChild>,
+    /// One slot per instance (`chaos-<index>`); `None` between a kill and the next start.
+    daemons: Vec<Option<DaemonChild>>,
     daemon_starts: u64,
+    /// Blocks done and in the range, as last counted (what `tick` is given while the harness
+    /// waits for a leader).
+    progress: (u64, u64),
     counts: Arc<LogCounts>,
     report: ChaosReport,
     started: Instant,
@@ -44,8 +48,7 @@ impl Harness {
         dir: PathBuf,
         started: Instant,
     ) -> Result<Harness, ChaosError> {
-        let port = free_port().map_err(io("find a free port for redis-server"))?;
-        let redis = LocalRedis::start_with(&dir, port, Persistence::AofAlways).await?;
+        let redis = Backend::start(&dir, options.sentinel).await?;
         let params = SimParams {
             seed: options.seed,
             history: options.blocks,
@@ -75,27 +78,42 @@ impl Harness {
             ..SimFaults::default()
         };
         let sim = tron_sim::spawn(params, faults, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let store = RedisStore::new(&RedisStoreConfig {
-            url: redis.url(),
-            prefix: PREFIX.to_string(),
-            ..crate::config::Config::default().store_config()
-        })?;
+        let store = RedisStore::new(&redis.store_config())?;
         let from = sim.chain().params().start_block;
-        let env = daemon_env(&options, &sim.url(), &redis.url(), from);
+        let mut env = daemon_env(&options, &sim.url(), from);
+        env.extend(
+            redis
+                .daemon_env()
+                .into_iter()
+                .map(|(key, value)| (format!("TRON_ACTORS_{key}"), value)),
+        );
         let report = ChaosReport {
             seed: options.seed,
             from,
             to: from,
             blocks: 0,
             events: 0,
+            instances: options.instances,
             kills: 0,
+            leader_kills: 0,
+            pauses: 0,
             panics: 0,
             redis_restarts: 0,
+            failovers: 0,
             forks: 0,
             reverted_blocks: 0,
             daemon_exits: 0,
             dead_requeued: 0,
             stop_status: None,
+            per_instance: (0..options.instances)
+                .map(|index| InstanceReport {
+                    id: instance_id(index as usize),
+                    blocks: 0,
+                    kills: 0,
+                    pauses: 0,
+                    stop_status: None,
+                })
+                .collect(),
             missing: 0,
             duplicated: 0,
             unexpected: 0,
@@ -106,14 +124,15 @@ impl Harness {
             problems: Vec::new(),
         };
         Ok(Harness {
+            daemons: (0..options.instances).map(|_| None).collect(),
             options,
             dir,
             sim,
             redis,
             store,
             env,
-            daemon: None,
             daemon_starts: 0,
+            progress: (0, 0),
             counts: Arc::new(LogCounts::default()),
             report,
             started,
@@ -122,49 +141,85 @@ impl Harness {
         })
     }
 
-    /// Starts the daemon, runs the plan, waits for the range, stops the daemon: everything up
-    /// to verify.
+    /// Starts the daemons, runs the plan, waits for the range, stops the daemons: everything
+    /// up to verify.
     pub(super) async fn drive(&mut self) -> Result<(), ChaosError> {
         let from = self.report.from;
-        self.start_daemon()?;
+        for index in 0..self.daemons.len() {
+            self.start_daemon(index)?;
+        }
         let initial_head = self.sim.chain().head();
         let total = initial_head - from + 1;
         let plan = plan(
             self.options.seed,
             total,
-            self.options.kills,
-            self.options.redis_restarts,
+            &PlanShape {
+                kills: self.options.kills,
+                pauses: self.options.pauses(),
+                lease_ms: self.options.lease_ms(),
+                redis_restarts: self.options.redis_restarts,
+                sentinel: self.options.sentinel,
+                instances: self.options.instances,
+            },
         );
         self.report.plan = plan.clone();
         eprintln!(
-            "chaos: node {} head {initial_head}, redis {} (AOF, appendfsync always), range from {from}, work dir {}",
+            "chaos: node {} head {initial_head}, {}, {} daemon(s), range from {from}, work dir {}",
             self.sim.url(),
-            self.redis.url(),
+            self.redis.describe(),
+            self.daemons.len(),
             self.dir.display()
         );
         for disruption in plan {
             self.wait_done(from, initial_head, disruption.after_done)
                 .await?;
             let down = Duration::from_millis(disruption.down_ms);
+            let mut hit = String::new();
             match disruption.kind {
                 DisruptionKind::KillDaemon => {
-                    if let Some(mut daemon) = self.daemon.take() {
+                    let (index, leads) = self.resolve(disruption.target).await?;
+                    hit = format!(
+                        " {}{}",
+                        instance_id(index),
+                        if leads { " (leader)" } else { "" }
+                    );
+                    if let Some(mut daemon) = self.daemons[index].take() {
                         if daemon.kill().await {
                             self.report.kills += 1;
+                            self.report.per_instance[index].kills += 1;
+                            self.report.leader_kills += u64::from(leads);
                         }
                     }
                     tokio::time::sleep(down).await;
-                    self.start_daemon()?;
+                    self.start_daemon(index)?;
+                }
+                DisruptionKind::PauseDaemon => {
+                    let (index, leads) = self.resolve(disruption.target).await?;
+                    hit = format!(
+                        " {}{}",
+                        instance_id(index),
+                        if leads { " (leader)" } else { "" }
+                    );
+                    if let Some(daemon) = self.daemons[index].as_ref() {
+                        if daemon.signal("STOP").await {
+                            tokio::time::sleep(down).await;
+                            daemon.signal("CONT").await;
+                            self.report.pauses += 1;
+                            self.report.per_instance[index].pauses += 1;
+                        }
+                    }
                 }
                 DisruptionKind::RestartRedis => {
-                    self.redis.kill().await;
-                    tokio::time::sleep(down).await;
-                    self.redis.restart().await?;
+                    self.redis.restart(down).await?;
                     self.report.redis_restarts += 1;
+                }
+                DisruptionKind::FailoverRedis => {
+                    self.redis.failover(down).await?;
+                    self.report.failovers += 1;
                 }
             }
             eprintln!(
-                "chaos: {:?} after {} blocks done, down {} ms",
+                "chaos: {:?}{hit} after {} blocks done, down {} ms",
                 disruption.kind, disruption.after_done, disruption.down_ms
             );
         }
@@ -180,26 +235,98 @@ impl Harness {
             .iter()
             .filter(|(start, depth)| *start > initial_head && start + depth <= to)
             .count() as u64;
-        if let Some(mut daemon) = self.daemon.take() {
-            let limit = Duration::from_millis(GRACE_MS + 10_000);
-            self.report.stop_status = daemon.terminate(limit).await.and_then(|s| s.code());
-        }
+        self.stop_daemons().await;
         // Head blocks done after `to` are in the stream too; verify takes them in.
         let mut last = to;
         while self.store.is_done(last + 1).await? {
             last += 1;
         }
         self.report.to = last;
+        match self.store.stats().await {
+            Ok(stats) => {
+                let by_instance = stats.blocks_by_instance();
+                for instance in &mut self.report.per_instance {
+                    instance.blocks = by_instance.get(&instance.id).copied().unwrap_or(0);
+                }
+            }
+            Err(error) => eprintln!("chaos: cannot read the blocks per instance: {error}"),
+        }
         Ok(())
     }
 
-    fn start_daemon(&mut self) -> Result<(), ChaosError> {
+    /// SIGTERM to every daemon at once, then each one's exit status (each must exit 0).
+    async fn stop_daemons(&mut self) {
+        let limit = Duration::from_millis(GRACE_MS + 10_000);
+        for daemon in self.daemons.iter().flatten() {
+            daemon.signal("TERM").await;
+        }
+        let mut overall = Some(0);
+        for (index, slot) in self.daemons.iter_mut().enumerate() {
+            let status = match slot.take() {
+                Some(mut daemon) => daemon.wait_exit(limit).await.and_then(|s| s.code()),
+                None => None,
+            };
+            self.report.per_instance[index].stop_status = status;
+            if overall == Some(0) {
+                overall = status;
+            }
+        }
+        self.report.stop_status = overall;
+    }
+
+    /// The instance a kill or pause hits, and whether it leads now. The leader is read from
+    /// `<prefix>:leader`; while no instance leads (an election after a kill, Redis away), the
+    /// harness waits for one, keeping the system going, up to twice the lease.
+    async fn resolve(&mut self, target: Option<Target>) -> Result<(usize, bool), ChaosError> {
+        let leader = match target {
+            Some(Target::Leader) => {
+                let limit = Duration::from_millis(2 * self.options.lease_ms() + 5_000);
+                let started = Instant::now();
+                loop {
+                    if let Some(index) = self.leader().await {
+                        break Some(index);
+                    }
+                    if started.elapsed() > limit {
+                        eprintln!("chaos: no leader after {limit:?}; hitting chaos-0");
+                        break None;
+                    }
+                    let (done, total) = self.progress;
+                    self.tick(done, total).await?;
+                    tokio::time::sleep(TICK).await;
+                }
+            }
+            _ => self.leader().await,
+        };
+        let index = match target {
+            Some(Target::Instance(index)) => (index as usize).min(self.daemons.len() - 1),
+            _ => leader.unwrap_or(0),
+        };
+        Ok((index, leader == Some(index)))
+    }
+
+    /// The index of the instance that leads now, as Redis says (`<instance>|<epoch>`).
+    async fn leader(&self) -> Option<usize> {
+        let mut conn = self.store.connection();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(self.store.keys().leader())
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        let (id, _epoch) = value?.rsplit_once('|').map(|(i, e)| (i.to_string(), e))?;
+        (0..self.daemons.len()).find(|index| instance_id(*index) == id)
+    }
+
+    fn start_daemon(&mut self, index: usize) -> Result<(), ChaosError> {
         self.daemon_starts += 1;
-        let log_path = self.dir.join(format!("daemon-{}.log", self.daemon_starts));
+        let id = instance_id(index);
+        let log_path = self
+            .dir
+            .join(format!("daemon-{}-{id}.log", self.daemon_starts));
         let counts = self.counts.clone();
         let daemon = DaemonCommand::new(&self.options.daemon_exe)
             .without_inherited_config()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("TRON_ACTORS_INSTANCE__ID", &id)
             // Each process draws its own panics, still fixed by the seed.
             .env(
                 "TRON_ACTORS_FAULTS__SEED",
@@ -215,7 +342,7 @@ impl Harness {
             })
             .spawn()
             .map_err(io(format!("start {}", self.options.daemon_exe.display())))?;
-        self.daemon = Some(daemon);
+        self.daemons[index] = Some(daemon);
         Ok(())
     }
 
@@ -228,6 +355,7 @@ impl Harness {
             if let Ok(now) = done_count(&self.store, from, to).await {
                 done = now;
             }
+            self.progress = (done, to - from + 1);
             if done >= want {
                 return Ok(());
             }
@@ -247,18 +375,23 @@ impl Harness {
                 dir: self.dir.display().to_string(),
             });
         }
-        let exited = match self.daemon.as_mut() {
-            Some(daemon) => daemon.exited().is_some(),
-            None => false,
-        };
-        if exited {
-            if let Some(mut daemon) = self.daemon.take() {
-                daemon.kill().await;
+        for index in 0..self.daemons.len() {
+            let exited = match self.daemons[index].as_mut() {
+                Some(daemon) => daemon.exited().is_some(),
+                None => false,
+            };
+            if exited {
+                if let Some(mut daemon) = self.daemons[index].take() {
+                    daemon.kill().await;
+                }
+                self.report.daemon_exits += 1;
+                eprintln!(
+                    "chaos: daemon {} exited by itself; starting it again",
+                    instance_id(index)
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.start_daemon(index)?;
             }
-            self.report.daemon_exits += 1;
-            eprintln!("chaos: the daemon exited by itself; starting it again");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            self.start_daemon()?;
         }
         if self.last_dead_check.elapsed() > Duration::from_secs(1) {
             self.last_dead_check = Instant::now();
@@ -274,9 +407,11 @@ impl Harness {
         if self.last_progress.elapsed() > Duration::from_secs(10) {
             self.last_progress = Instant::now();
             eprintln!(
-                "chaos: {done}/{total} blocks done, kills {}, redis restarts {}, panics {}, {} s",
+                "chaos: {done}/{total} blocks done, kills {}, pauses {}, redis restarts {}, failovers {}, panics {}, {} s",
                 self.report.kills,
+                self.report.pauses,
                 self.report.redis_restarts,
+                self.report.failovers,
                 self.counts.panics.load(Ordering::Relaxed),
                 self.started.elapsed().as_secs()
             );
@@ -290,7 +425,7 @@ impl Harness {
         mut self,
         outcome: Result<(), ChaosError>,
     ) -> Result<ChaosReport, ChaosError> {
-        if let Some(mut daemon) = self.daemon.take() {
+        for mut daemon in self.daemons.iter_mut().filter_map(Option::take) {
             daemon.kill().await;
         }
         let verified = match outcome {
@@ -346,7 +481,7 @@ impl Harness {
         })
         .map_err(|e| ChaosError::Client(e.to_string()))?;
         eprintln!(
-            "chaos: every block done and the daemon stopped after {} s; verifying blocks {}..={}",
+            "chaos: every block done and the daemons stopped after {} s; verifying blocks {}..={}",
             self.started.elapsed().as_secs(),
             self.report.from,
             self.report.to
@@ -365,20 +500,23 @@ impl Harness {
     }
 }
 
-/// The daemon's configuration, all through `TRON_ACTORS_*` variables as a container would set
-/// it. Everything slow in production is scaled down so that the run's retries, penalties and
-/// polls happen within minutes.
+/// `instance.id` of the daemon in slot `index`.
+fn instance_id(index: usize) -> String {
+    format!("chaos-{index}")
+}
+
+/// The daemons' configuration but for Redis and the instance id, all through `TRON_ACTORS_*`
+/// variables as a container would set it. Everything slow in production is scaled down so that
+/// the run's retries, penalties, polls and elections happen within minutes.
 pub(super) fn daemon_env(
     options: &ChaosOptions,
     node_url: &str,
-    redis_url: &str,
     from: u64,
 ) -> Vec<(String, String)> {
     [
         ("NODE__URL", node_url.to_string()),
         ("NODE__PENALTY_MS", options.penalty_ms.to_string()),
         ("NODE__RATE_LIMIT_RPS", "0".to_string()),
-        ("REDIS__URL", redis_url.to_string()),
         ("REDIS__PREFIX", PREFIX.to_string()),
         ("SYNC__START_BLOCK", from.to_string()),
         (
@@ -388,7 +526,7 @@ pub(super) fn daemon_env(
         ("SYNC__POLL_MIN_MS", "200".to_string()),
         ("SYNC__POLL_MAX_MS", "1000".to_string()),
         ("SYNC__IDLE_MS", "100".to_string()),
-        ("SYNC__LEASE_MS", "20000".to_string()),
+        ("SYNC__LEASE_MS", options.lease_ms().to_string()),
         ("RETRY__DELAY_SCALE", "0.001".to_string()),
         ("FAULTS__PANIC_ONE_IN", options.panic_one_in.to_string()),
         ("SHUTDOWN__GRACE_MS", GRACE_MS.to_string()),

@@ -1,9 +1,12 @@
 //! `tron-actors chaos`: the exactly-once promise under fire. A simulated node with faults on and
-//! a backlog to catch up plus a moving head; a private redis-server with AOF; the daemon as a
-//! child process of this same binary. While it works, a seeded plan SIGKILLs the daemon (then
-//! starts it again) and SIGKILLs redis-server (then starts it again on its AOF), and the daemon's
-//! workers panic at random (`faults.panic_one_in`). When every block of the range is done, the
-//! daemon is stopped with SIGTERM and [`crate::verify`] checks the whole range against the node.
+//! a backlog to catch up plus a moving head; a private redis-server with AOF (or, with
+//! `--sentinel`, a primary, a replica and three sentinels); the daemon as one or more
+//! (`--instances`) child processes of this same binary. While they work, a seeded plan SIGKILLs
+//! daemons (the leader among them; then starts them again), SIGSTOPs daemons past their lease
+//! (then SIGCONTs them), and SIGKILLs redis-server (then starts it again on its AOF; with
+//! Sentinel: the primary, restarted as a replica of the one promoted), and the daemons' workers
+//! panic at random (`faults.panic_one_in`). When every block of the range is done, each daemon
+//! is stopped with SIGTERM and [`crate::verify`] checks the whole range against the node.
 //!
 //! What is reproducible: the chain (seeded), which requests get which node fault (seeded, in
 //! request order), the plan (which disruptions, in which order, after how many blocks done, for
@@ -12,14 +15,16 @@
 //! runs; so do the blocks in flight at each kill.
 //!
 //! The options and the entry point are here; the plan in `plan`, the running system and what
-//! the harness does to it in `harness`, what it found in `report`.
+//! the harness does to it in `harness` (Redis, one server or a Sentinel deployment, in
+//! `backend`), what it found in `report`.
 
+mod backend;
 mod harness;
 mod plan;
 mod report;
 
-pub use plan::{plan, Disruption, DisruptionKind};
-pub use report::ChaosReport;
+pub use plan::{plan, Disruption, DisruptionKind, PlanShape, Target};
+pub use report::{ChaosReport, InstanceReport};
 
 use crate::tools::local_redis::LocalRedisError;
 use crate::verify::VerifyError;
@@ -40,6 +45,13 @@ const TICK: Duration = Duration::from_millis(100);
 const GRACE_MS: u64 = 5_000;
 /// Problems kept in the report (all are counted).
 const PROBLEMS_SHOWN: usize = 20;
+/// The daemons' `sync.lease_ms` with several instances or pauses: low, so that a dead or
+/// paused leader is replaced, and a paused daemon's leases reaped, within seconds.
+const FLEET_LEASE_MS: u64 = 3_000;
+/// The daemons' `sync.lease_ms` with one instance and no pauses (as before there were any).
+const ALONE_LEASE_MS: u64 = 20_000;
+/// Most daemon processes a run starts.
+const MAX_INSTANCES: u32 = 16;
 
 /// What the run does; the `chaos` command's flags. [`ChaosOptions::default`] is the long run's
 /// shape (the flags' defaults).
@@ -62,9 +74,23 @@ pub struct ChaosOptions {
     /// Daemon SIGKILLs (each followed by a new daemon process).
     #[arg(long, default_value_t = 5)]
     pub kills: u32,
-    /// redis-server SIGKILLs (each followed by a restart on its AOF).
+    /// redis-server SIGKILLs (each followed by a restart on its AOF); with `--sentinel`,
+    /// primary failovers.
     #[arg(long, default_value_t = 3)]
     pub redis_restarts: u32,
+    /// Daemon processes on the same Redis, instance ids `chaos-0`, `chaos-1`, ...; kills hit a
+    /// drawn instance, the first one (and others, by draw) the one leading at that moment.
+    #[arg(long, default_value_t = 1)]
+    pub instances: u32,
+    /// Daemon SIGSTOPs past `sync.lease_ms` (then SIGCONT); default 0 with one instance, 2
+    /// with several.
+    #[arg(long)]
+    pub pauses: Option<u32>,
+    /// Redis as a primary, one replica and three sentinels (private processes); the daemons
+    /// find the primary through the sentinels with `redis.wait_replicas = 1`, and the Redis
+    /// restarts become failovers (SIGKILL of the primary, restarted as a replica).
+    #[arg(long)]
+    pub sentinel: bool,
     /// A worker panics after about one claimed batch in this many (0: never).
     #[arg(long, default_value_t = 40)]
     pub panic_one_in: u64,
@@ -102,6 +128,23 @@ pub struct ChaosOptions {
     pub keep_dir: bool,
 }
 
+impl ChaosOptions {
+    /// Daemon pauses: `--pauses`, else 0 with one instance and 2 with several.
+    pub fn pauses(&self) -> u32 {
+        self.pauses
+            .unwrap_or(if self.instances > 1 { 2 } else { 0 })
+    }
+
+    /// The daemons' `sync.lease_ms`: low with several instances or pauses.
+    pub fn lease_ms(&self) -> u64 {
+        if self.instances > 1 || self.pauses() > 0 {
+            FLEET_LEASE_MS
+        } else {
+            ALONE_LEASE_MS
+        }
+    }
+}
+
 fn seconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
     text.parse().map(Duration::from_secs)
 }
@@ -115,6 +158,9 @@ impl Default for ChaosOptions {
             block_interval_ms: 1_000,
             kills: 5,
             redis_restarts: 3,
+            instances: 1,
+            pauses: None,
+            sentinel: false,
             panic_one_in: 40,
             fault_rate: 0.01,
             rate_limit_rate: 0.001,
@@ -142,6 +188,10 @@ pub enum ChaosError {
     /// The private redis-server did not (re)start.
     #[error("{0}")]
     Redis(#[from] LocalRedisError),
+    /// The sentinels did not carry out a failover, or its old primary did not come back as a
+    /// replica.
+    #[error("sentinel failover: {0}")]
+    Failover(String),
     /// Reading progress from the store failed.
     #[error("redis: {0}")]
     Store(#[from] actors::store::StoreError),
@@ -205,6 +255,9 @@ fn validate(options: &ChaosOptions) -> Result<(), ChaosError> {
     }
     if !(0.0..=0.05).contains(&options.rate_limit_rate) {
         problems.push("--rate-limit-rate must be within 0..=0.05".to_string());
+    }
+    if !(1..=MAX_INSTANCES).contains(&options.instances) {
+        problems.push(format!("--instances must be within 1..={MAX_INSTANCES}"));
     }
     if options.panic_one_in == 1 {
         problems.push("--panic-one-in 1 would panic on every batch; use 0 (off) or more".into());

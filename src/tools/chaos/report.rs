@@ -13,10 +13,19 @@ pub struct ChaosReport {
     pub(crate) to: u64,
     pub(crate) blocks: u64,
     pub(crate) events: u64,
+    /// Daemon processes run side by side (`--instances`).
+    pub instances: u32,
     pub(crate) kills: u64,
+    /// Kills that hit the instance leading at that moment.
+    pub leader_kills: u64,
+    /// SIGSTOPs past the lease, each followed by a SIGCONT.
+    pub pauses: u64,
     /// Injected worker panics: the daemons' supervisor log lines with `reason_kind = "fault_hook"`.
     pub panics: u64,
     pub(crate) redis_restarts: u64,
+    /// Sentinel failovers: the primary SIGKILLed, a replica promoted, the old one back as its
+    /// replica.
+    pub failovers: u64,
     /// Times the daemon exited by itself (its tree gave up past the restart intensity) and the
     /// harness started it again, as systemd would.
     pub daemon_exits: u64,
@@ -26,8 +35,11 @@ pub struct ChaosReport {
     pub reverted_blocks: u64,
     /// Blocks that failed every retry and were put back to work by the harness.
     pub dead_requeued: u64,
-    /// The daemon's exit status after the final SIGTERM (0 expected).
+    /// The daemons' exit status after the final SIGTERM: 0 when every one exited 0, else the
+    /// first other (`None`: one did not exit, or died of a signal).
     pub stop_status: Option<i32>,
+    /// Per instance, in id order: blocks committed, kills, pauses, exit status.
+    pub per_instance: Vec<InstanceReport>,
     pub(crate) missing: u64,
     pub(crate) duplicated: u64,
     pub(crate) unexpected: u64,
@@ -38,6 +50,21 @@ pub struct ChaosReport {
     pub(crate) plan: Vec<Disruption>,
     /// The first problems verify found, per block.
     pub problems: Vec<BlockProblem>,
+}
+
+/// What one daemon instance did in a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct InstanceReport {
+    /// Its `instance.id`.
+    pub id: String,
+    /// Blocks it committed (the stats hash's `blocks_by:<id>`, read before verify).
+    pub blocks: u64,
+    /// SIGKILLs it took.
+    pub kills: u64,
+    /// Pauses it took.
+    pub pauses: u64,
+    /// Its exit status after the final SIGTERM.
+    pub stop_status: Option<i32>,
 }
 
 impl ChaosReport {
@@ -53,13 +80,16 @@ impl ChaosReport {
     /// The one line a run ends with.
     pub fn line(&self) -> String {
         format!(
-            "chaos seed={} blocks={} events={} kills={} panics={} redis_restarts={} forks={} reverted_blocks={} missing={} duplicated={} unexpected={} unverifiable={} daemon_exits={} dead_requeued={} stop_status={} elapsed_s={} {}",
+            "chaos seed={} instances={} blocks={} events={} kills={} pauses={} panics={} redis_restarts={} failovers={} forks={} reverted_blocks={} missing={} duplicated={} unexpected={} unverifiable={} daemon_exits={} dead_requeued={} stop_status={} elapsed_s={} {}",
             self.seed,
+            self.instances,
             self.blocks,
             self.events,
             self.kills,
+            self.pauses,
             self.panics,
             self.redis_restarts,
+            self.failovers,
             self.forks,
             self.reverted_blocks,
             self.missing,
