@@ -99,7 +99,10 @@ def main():
         if panel["type"] == "stat":
             last = series[0]["values"][-1][1] if series and series[0]["values"] else float("nan")
             red = panel["title"] == "Dead letters" and last >= 1
-            body = f'<div class="stat{" red" if red else ""}">{html.escape(fmt_value(last, unit))}</div>'
+            shown = fmt_value(last, unit)
+            if panel.get("options", {}).get("textMode") == "name":
+                shown = ", ".join(s["name"] for s in series) or "-"
+            body = f'<div class="stat{" red" if red else ""}">{html.escape(shown)}</div>'
         else:
             keys = "".join(
                 f'<span><i style="background:{COLOURS[i % len(COLOURS)]}"></i>{html.escape(s["name"])} '
@@ -116,7 +119,7 @@ body {{ background:#111217; color:#ccccdc; font:12px sans-serif; margin:8px; }}
 .head {{ font-size:15px; height:32px; }} .head small {{ color:#8e8e8e; }}
 .panel {{ position:absolute; background:#181b1f; border:1px solid #2c3235; border-radius:3px; padding:6px; box-sizing:border-box; overflow:hidden; }}
 .title {{ font-weight:bold; margin-bottom:4px; }}
-.stat {{ font-size:44px; color:#73bf69; text-align:center; margin-top:40px; }} .stat.red {{ color:#f2495c; }}
+.stat {{ font-size:36px; color:#73bf69; text-align:center; margin-top:40px; }} .stat.red {{ color:#f2495c; }}
 .grid {{ stroke:#2c3235; }} .axis {{ fill:#8e8e8e; font-size:10px; }}
 .keys span {{ margin-right:10px; white-space:nowrap; }} .keys i {{ display:inline-block; width:10px; height:3px; margin-right:4px; vertical-align:middle; }}
 .empty {{ color:#8e8e8e; margin-top:40px; text-align:center; }}
