@@ -55,6 +55,8 @@ pub struct DaemonHandle {
     pub backpressure: actors::backpressure::Backpressure,
     /// Reads Redis's memory and policy; stops when dropped.
     _memory_guard: crate::store::memory::MemoryGuard,
+    /// Warns about consumer groups near the retention cut; stops when dropped.
+    _group_watch: crate::consumer_groups::GroupWatch,
 }
 
 impl DaemonHandle {
@@ -84,6 +86,10 @@ impl DaemonHandle {
             checked.and_then(|settings| settings.append_only),
         );
         extra_metrics.push(memory_guard.metrics());
+        let group_watch = crate::consumer_groups::spawn_watch(
+            store.clone(),
+            Duration::from_secs(config.stream.retention_hours * 3600),
+        );
         let settings = config.settings();
         let grace = settings.shutdown_grace;
         let hooks = Arc::new(if config.faults.panic_one_in > 0 {
@@ -131,6 +137,7 @@ impl DaemonHandle {
             ops,
             backpressure,
             _memory_guard: memory_guard,
+            _group_watch: group_watch,
         })
     }
 

@@ -24,6 +24,7 @@
 //! (`src/main.rs`, `src/cli/`) is the binary's, one module per subcommand.
 pub mod config;
 pub mod consumer;
+pub mod consumer_groups;
 pub mod daemon;
 pub mod metrics;
 pub mod ops_server;

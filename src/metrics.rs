@@ -54,6 +54,11 @@ pub async fn render(store: &RedisStore, tree: &TreeStats, extra: &[ExtraMetrics]
 
     if let Ok(s) = &snapshot {
         render_store(&mut out, s, head, head_time);
+        // The stream's consumer groups (XINFO GROUPS): one more round trip, skipped with Redis away.
+        match crate::consumer_groups::read_groups(store).await {
+            Ok(groups) => crate::consumer_groups::render(&mut out, &groups),
+            Err(error) => tracing::debug!(%error, "Could not read the consumer groups"),
+        }
     }
 
     metric(

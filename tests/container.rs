@@ -307,13 +307,28 @@ async fn the_compose_files_use_only_public_images_real_commands_and_real_config_
     let names: Vec<&str> = services.keys().map(|k| k.as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["redis", "jaeger", "node", "tron-actors", "tron-actors-2"]
+        [
+            "redis",
+            "jaeger",
+            "node",
+            "tron-actors",
+            "tron-actors-2",
+            "prometheus",
+            "grafana"
+        ]
     );
     for (name, service) in services {
         let name = name.as_str().unwrap();
         let image = service["image"].as_str().unwrap_or_default();
         let ours = service.get("build").and_then(|b| b.as_str()) == Some(".");
-        let public = image.starts_with("redis:") || image.starts_with("jaegertracing/");
+        let public = [
+            "redis:",
+            "jaegertracing/",
+            "prom/prometheus:",
+            "grafana/grafana:",
+        ]
+        .iter()
+        .any(|p| image.starts_with(p));
         assert!(
             public || (ours && image == "tron-actors:local"),
             "{name}: image {image:?}"
@@ -374,6 +389,8 @@ async fn the_compose_files_use_only_public_images_real_commands_and_real_config_
     assert_eq!(env2["TRON_ACTORS_INSTANCE__ID"], "tron-actors-2");
     assert_valid_config(&env2, "docker-compose.yml (tron-actors-2)").await;
 
+    assert_monitoring(services);
+
     // The TronGrid override: no simulated node, the key from the environment.
     let trongrid = yaml("docker-compose.trongrid.yml");
     let overrides = trongrid["services"].as_mapping().unwrap();
@@ -393,6 +410,65 @@ async fn the_compose_files_use_only_public_images_real_commands_and_real_config_
         "key-from-the-environment".into(),
     );
     assert_valid_config(&env, "docker-compose.trongrid.yml").await;
+}
+
+/// The host side of a `./host:/container[:ro]` volume whose container side is `target`.
+fn mounted(service: &serde_norway::Value, target: &str) -> String {
+    strings(&service["volumes"])
+        .iter()
+        .find_map(|v| {
+            let mut parts = v.split(':');
+            let (host, container) = (parts.next()?, parts.next()?);
+            (container == target).then(|| host.trim_start_matches("./").to_string())
+        })
+        .unwrap_or_else(|| panic!("nothing mounted at {target}"))
+}
+
+/// Prometheus scrapes every daemon of the compose file on its metrics port; Grafana gets that
+/// Prometheus as the datasource the dashboard's panels name, and the dashboard itself.
+fn assert_monitoring(services: &serde_norway::Mapping) {
+    let prometheus = &services["prometheus"];
+    let config = yaml(&mounted(prometheus, "/etc/prometheus/prometheus.yml"));
+    let targets: Vec<String> = config["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|job| job["static_configs"].as_sequence().unwrap().iter())
+        .flat_map(|c| strings(&c["targets"]))
+        .collect();
+    assert_eq!(targets, ["tron-actors:9464", "tron-actors-2:9464"]);
+    for target in &targets {
+        let (host, port) = target.split_once(':').unwrap();
+        let daemon = &services[host];
+        assert_eq!(strings(&daemon["command"]), ["run"], "{target}");
+        assert!(
+            strings(&daemon["ports"])
+                .iter()
+                .any(|p| p.ends_with(&format!(":{port}"))),
+            "{target}: the daemon's metrics port"
+        );
+    }
+    assert_eq!(strings(&prometheus["ports"]), ["9090:9090"]);
+
+    let grafana = &services["grafana"];
+    let provisioning = mounted(grafana, "/etc/grafana/provisioning");
+    let datasources = yaml(&format!("{provisioning}/datasources/prometheus.yml"));
+    let source = &datasources["datasources"][0];
+    assert_eq!(source["type"].as_str(), Some("prometheus"));
+    assert_eq!(source["url"].as_str(), Some("http://prometheus:9090"));
+    let providers = yaml(&format!("{provisioning}/dashboards/tron-actors.yml"));
+    let path = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    let dashboards = mounted(grafana, path);
+    let text = std::fs::read_to_string(repo(&format!("{dashboards}/tron-actors.json"))).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let uid = source["uid"].as_str().unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert_eq!(panel["datasource"]["uid"], uid, "{}", panel["title"]);
+    }
+    let home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].clone();
+    assert_eq!(home, format!("{path}/tron-actors.json"));
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 #![allow(unreachable_pub)]
 
 pub mod cli;
+pub mod forking;
 
 use actors::model::{Block, BlockHeader, Event, EventBody};
 use std::collections::HashMap;
