@@ -337,7 +337,8 @@ pub struct OtelConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Address of the HTTP server for /metrics, /healthz and /readyz (default 0.0.0.0:9464);
+    /// Address of the HTTP server for /metrics, /healthz and /readyz (default 127.0.0.1:9464,
+    /// this machine only; the container files set 0.0.0.0:9464);
     /// empty (`None`) = no server.
     #[serde(deserialize_with = "listen_address")]
     pub listen: Option<SocketAddr>,
@@ -1407,9 +1408,10 @@ mod tests {
 
     #[test]
     fn metrics_listen_is_an_address_and_empty_means_no_server() {
+        // Outside a container only this machine may scrape it (the container files set 0.0.0.0).
         assert_eq!(
             Config::default().metrics.listen,
-            Some(SocketAddr::from(([0, 0, 0, 0], 9464)))
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
         );
         let config = load_with(&[("TRON_ACTORS_METRICS__LISTEN", "")]);
         assert_eq!(config.metrics.listen, None);

@@ -36,8 +36,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Serve a simulated TRON node (same endpoints, JSON shapes and quirks as java-tron).
     Sim(cli::sim::SimArgs),
-    /// Try it without a node: a simulated node, a Redis (the configured one if reachable, else a
-    /// private redis-server), and the daemon catching up a history and following the head.
+    /// Try it without a node: a simulated node, a private redis-server (the configured Redis only
+    /// with --existing-redis), and the daemon catching up a history and following the head.
     Demo(cli::demo::DemoArgs),
     /// Inspect and act on the dead-letter set (blocks that failed every retry).
     Dlq {
