@@ -50,6 +50,10 @@ enum Command {
     /// Show the sync state from Redis and the node: head, last synced, lag, queue depths, leases
     /// by slot, retries, dead letters, stream length and memory. The daemon need not run.
     Status(cli::status::StatusArgs),
+    /// Print the stream's entries as they come: JSON lines when piped, aligned lines on a
+    /// terminal; filters by kind, contract and address; start at a block, a time, an id or now;
+    /// through a consumer group that resumes where it stopped.
+    Tail(cli::tail::TailArgs),
     /// Ask a running daemon's /healthz (or /readyz with --ready) on metrics.listen; exit 0 when
     /// it answers 200. The container's HEALTHCHECK (no curl needed).
     Health(cli::health::HealthArgs),
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
             Command::Dlq { action } => cli::dlq::run(config, action).await,
             Command::Verify(args) => cli::verify::run(config, args).await,
             Command::Status(args) => cli::status::run(config, args).await,
+            Command::Tail(args) => cli::tail::run(config, args).await,
             Command::Health(args) => cli::health::run(config, args).await,
             Command::Bench(args) => cli::bench::run(args).await,
             Command::Chaos(args) => cli::chaos::run(args).await,
