@@ -256,21 +256,7 @@ async fn new_prints_only_what_is_written_after_it_started() {
         .spawn()
         .unwrap();
     // Wait until it is blocked in its XREAD at the end of the stream.
-    let conn = redis.conn().await;
-    common::wait_until(WAIT, "tail waiting in XREAD", || {
-        let mut conn = conn.clone();
-        async move {
-            let clients: String = redis::cmd("CLIENT")
-                .arg("LIST")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            clients
-                .lines()
-                .any(|l| l.contains("cmd=xread") && l.contains("flags=b"))
-        }
-    })
-    .await;
+    wait_blocked_in_xread(&redis).await;
     sim.chain().advance(1);
     wait_done(&daemon.store, head + 1, head + 1, WAIT).await;
     let out = tokio::time::timeout(WAIT, child.wait_with_output())
@@ -391,6 +377,38 @@ async fn a_closed_pipe_ends_it_with_exit_0() {
         .expect("tail did not end on a closed pipe")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+
+    // On a quiet stream there is nothing to write: it notices the reader gone while it waits.
+    let mut child = command(&["tail", "--new"], &env)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_blocked_in_xread(&f.redis).await;
+    drop(child.stdout.take());
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("tail did not notice its reader gone")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Waits until a client (the tail under test) is blocked in XREAD.
+async fn wait_blocked_in_xread(redis: &TestRedis) {
+    let conn = redis.conn().await;
+    common::wait_until(WAIT, "tail waiting in XREAD", || {
+        let mut conn = conn.clone();
+        async move {
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            clients
+                .lines()
+                .any(|l| l.contains("cmd=xread") && l.contains("flags=b"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

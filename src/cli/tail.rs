@@ -7,7 +7,8 @@
 //! stopped or crashed mid-batch) and then new ones; an entry is acknowledged (`XACK`) once it is
 //! written to stdout and flushed, or once it is done with unprinted (filtered out, voided by a
 //! retraction under `--finalized-only`). Entries held by `--finalized-only` stay pending until
-//! printed. A closed stdout (`| head`) ends it with exit 0.
+//! printed. A closed stdout (`| head`) ends it with exit 0: a write that fails says so, and
+//! while the stream is quiet each idle read asks whether the pipe's reader has gone.
 use super::{load_config, open_store, CliError};
 use clap::{ArgGroup, Args, ValueEnum};
 use std::io::{IsTerminal, Write};
@@ -306,6 +307,9 @@ impl Tail {
                 .query_async(&mut self.conn)
                 .await?;
             let entries = entries_of(reply);
+            if entries.is_empty() && stdout_closed() {
+                return Ok(Stop::Done);
+            }
             if let Some((id, _)) = entries.last() {
                 after = id.clone();
             }
@@ -356,6 +360,9 @@ impl Tail {
             cmd.arg("STREAMS").arg(&self.key).arg(&id);
             let reply: StreamReply = cmd.query_async(&mut self.conn).await?;
             let entries = entries_of(reply);
+            if entries.is_empty() && stdout_closed() {
+                return Ok(Stop::Done);
+            }
             if pending_after.is_some() {
                 pending_after = entries.last().map(|(id, _)| id.clone());
             }
@@ -416,4 +423,24 @@ impl Tail {
         }
         (None, done)
     }
+}
+
+/// Whether stdout is a pipe whose reader has gone (`| head` exited): poll(2) reports POLLERR on
+/// the write end of such a pipe. A terminal or a file never is.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn stdout_closed() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1, no wait; poll only reads and writes that struct.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+#[cfg(not(unix))]
+fn stdout_closed() -> bool {
+    false
 }
