@@ -41,7 +41,7 @@ LABEL org.opencontainers.image.title="tron-actors" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.documentation="README.md (Deploy)"
 # The operations server (/metrics, /healthz, /readyz) must be reachable from outside the
-# container; the built-in default listens on every interface too, stated here for readers.
+# container (Prometheus, the published port); the built-in default, 127.0.0.1:9464, would not be.
 ENV TRON_ACTORS_METRICS__LISTEN=0.0.0.0:9464
 EXPOSE 9464
 USER 10001:10001

@@ -312,7 +312,32 @@ pub struct Config {
     pub otel: OtelConfig,
     /// `[faults]`: fault injection, for tests and the chaos harness.
     pub faults: FaultsConfig,
+    /// `[filter]`: which events are published.
+    pub filter: FilterConfig,
 }
+
+/// `[filter]`: which events are published (see `actors::filter` for the rule). Each list is a
+/// TOML list or one string of items separated by commas (handy in an environment variable).
+// Each key is documented, with its default, in config/default.toml (the one source of
+// defaults); a second copy here would drift.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    #[serde(deserialize_with = "string_list")]
+    pub kinds: Vec<String>,
+    #[serde(deserialize_with = "string_list")]
+    pub contracts: Vec<String>,
+    #[serde(deserialize_with = "string_list")]
+    pub addresses: Vec<String>,
+}
+
+/// The names of `[filter]`'s keys, for the messages naming a bad value.
+const FILTER_KEYS: actors::filter::ListNames = actors::filter::ListNames {
+    kinds: "filter.kinds",
+    contracts: "filter.contracts",
+    addresses: "filter.addresses",
+};
 
 /// `[instance]`: this daemon's id.
 #[derive(Clone, Debug, Deserialize)]
@@ -337,7 +362,8 @@ pub struct OtelConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Address of the HTTP server for /metrics, /healthz and /readyz (default 0.0.0.0:9464);
+    /// Address of the HTTP server for /metrics, /healthz and /readyz (default 127.0.0.1:9464,
+    /// this machine only; the container files set 0.0.0.0:9464);
     /// empty (`None`) = no server.
     #[serde(deserialize_with = "listen_address")]
     pub listen: Option<SocketAddr>,
@@ -813,11 +839,32 @@ impl Config {
                 self.redis.prefix
             ),
         );
+        if let Err(errors) = self.try_event_filter() {
+            problems.extend(errors.iter().map(ToString::to_string));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    fn try_event_filter(
+        &self,
+    ) -> Result<actors::filter::EventFilter, Vec<actors::filter::FilterError>> {
+        actors::filter::EventFilter::new(
+            &self.filter.kinds,
+            &self.filter.contracts,
+            &self.filter.addresses,
+            FILTER_KEYS,
+        )
+    }
+
+    /// The events the daemon publishes (`[filter]`, checked by `validate`: a loaded config
+    /// always has a valid one). Applied by the node client right after decoding, and by
+    /// `verify` to what the node serves.
+    pub fn event_filter(&self) -> actors::filter::EventFilter {
+        self.try_event_filter().unwrap_or_default()
     }
 
     /// This daemon's instance id: `instance.id`, else the host name (`HOSTNAME`, else
@@ -985,6 +1032,7 @@ impl Config {
             range_timeout: Duration::from_secs(30),
             fetch_concurrency: 4,
             head_cache_ttl: Duration::from_secs(3),
+            filter: self.event_filter(),
         }
     }
 
@@ -1407,9 +1455,10 @@ mod tests {
 
     #[test]
     fn metrics_listen_is_an_address_and_empty_means_no_server() {
+        // Outside a container only this machine may scrape it (the container files set 0.0.0.0).
         assert_eq!(
             Config::default().metrics.listen,
-            Some(SocketAddr::from(([0, 0, 0, 0], 9464)))
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
         );
         let config = load_with(&[("TRON_ACTORS_METRICS__LISTEN", "")]);
         assert_eq!(config.metrics.listen, None);

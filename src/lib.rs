@@ -16,6 +16,7 @@
 //!   metrics, `/healthz` `/readyz` `/metrics`, catch-up progress;
 //! - [`verify`]: the audit of a block range of the stream against the node;
 //! - [`consumer`]: the stream read as a consumer reads it (retractions applied);
+//! - [`tail`]: what `tron-actors tail` prints and where it starts (the pure parts);
 //! - [`tls`]: the one TLS crypto provider every HTTP client needs.
 //!
 //! Apart, not the product: [`tools`], the harnesses that measure and test it from outside
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod ops_server;
 pub mod progress;
 pub mod store;
+pub mod tail;
 pub mod telemetry;
 pub mod tls;
 pub mod tools;

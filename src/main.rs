@@ -36,8 +36,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Serve a simulated TRON node (same endpoints, JSON shapes and quirks as java-tron).
     Sim(cli::sim::SimArgs),
-    /// Try it without a node: a simulated node, a Redis (the configured one if reachable, else a
-    /// private redis-server), and the daemon catching up a history and following the head.
+    /// Try it without a node: a simulated node, a private redis-server (the configured Redis only
+    /// with --existing-redis), and the daemon catching up a history and following the head.
     Demo(cli::demo::DemoArgs),
     /// Inspect and act on the dead-letter set (blocks that failed every retry).
     Dlq {
@@ -50,6 +50,10 @@ enum Command {
     /// Show the sync state from Redis and the node: head, last synced, lag, queue depths, leases
     /// by slot, retries, dead letters, stream length and memory. The daemon need not run.
     Status(cli::status::StatusArgs),
+    /// Print the stream's entries as they come: JSON lines when piped, aligned lines on a
+    /// terminal; filters by kind, contract and address; start at a block, a time, an id or now;
+    /// through a consumer group that resumes where it stopped.
+    Tail(cli::tail::TailArgs),
     /// Ask a running daemon's /healthz (or /readyz with --ready) on metrics.listen; exit 0 when
     /// it answers 200. The container's HEALTHCHECK (no curl needed).
     Health(cli::health::HealthArgs),
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
             Command::Dlq { action } => cli::dlq::run(config, action).await,
             Command::Verify(args) => cli::verify::run(config, args).await,
             Command::Status(args) => cli::status::run(config, args).await,
+            Command::Tail(args) => cli::tail::run(config, args).await,
             Command::Health(args) => cli::health::run(config, args).await,
             Command::Bench(args) => cli::bench::run(args).await,
             Command::Chaos(args) => cli::chaos::run(args).await,

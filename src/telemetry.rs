@@ -219,7 +219,10 @@ pub fn init(
             .with_writer(std::io::stderr)
             .boxed()
     } else {
+        // Colour codes only for a terminal: in a redirected file they are noise
+        // (`log.format = "text"` > daemon.log).
         tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(|| ClearBarWriter { first: true })
             .boxed()
     };

@@ -215,7 +215,12 @@ async fn the_dockerfile_builds_the_binary_runs_it_unprivileged_and_checks_health
     assert_eq!(exec_form(instruction(image, "CMD")[0]), ["run"]);
     let env = image_env(image);
     assert_eq!(instruction(image, "EXPOSE"), ["9464"]);
-    assert!(env["TRON_ACTORS_METRICS__LISTEN"].ends_with(":9464"));
+    // The built-in default binds this host only; the image must open it to the published port.
+    assert_eq!(
+        tron_actors::config::Config::default().metrics.listen,
+        "127.0.0.1:9464".parse().ok()
+    );
+    assert_eq!(env["TRON_ACTORS_METRICS__LISTEN"], "0.0.0.0:9464");
     assert!(env.keys().all(|k| k.starts_with("TRON_ACTORS_")), "{env:?}");
     let labels = instruction(image, "LABEL").join(" ");
     for label in [
@@ -373,6 +378,8 @@ async fn the_compose_files_use_only_public_images_real_commands_and_real_config_
         "{sim:?}"
     );
     assert_eq!(strings(&daemon["ports"]), ["9464:9464"]);
+    // The port is published: the daemon must listen on the container's every interface.
+    assert_eq!(env["TRON_ACTORS_METRICS__LISTEN"], "0.0.0.0:9464");
     assert_valid_config(&env, "docker-compose.yml").await;
 
     // The second instance (profile two-instances): same Redis and node, its own instance id.
@@ -387,6 +394,7 @@ async fn the_compose_files_use_only_public_images_real_commands_and_real_config_
     assert_eq!(env2["TRON_ACTORS_NODE__URL"], env["TRON_ACTORS_NODE__URL"]);
     assert_eq!(env["TRON_ACTORS_INSTANCE__ID"], "tron-actors-1");
     assert_eq!(env2["TRON_ACTORS_INSTANCE__ID"], "tron-actors-2");
+    assert_eq!(env2["TRON_ACTORS_METRICS__LISTEN"], "0.0.0.0:9464");
     assert_valid_config(&env2, "docker-compose.yml (tron-actors-2)").await;
 
     assert_monitoring(services);
@@ -404,6 +412,8 @@ async fn the_compose_files_use_only_public_images_real_commands_and_real_config_
     let key = &env["TRON_ACTORS_NODE__API_KEY"];
     assert!(key.starts_with("${TRONGRID_API_KEY:?"), "{key}");
     assert!(!env.contains_key("TRON_ACTORS_SYNC__START_BLOCK"));
+    // `!override` replaces the whole environment: the listen address must be there again.
+    assert_eq!(env["TRON_ACTORS_METRICS__LISTEN"], "0.0.0.0:9464");
     // What compose substitutes.
     env.insert(
         "TRON_ACTORS_NODE__API_KEY".into(),
@@ -514,5 +524,7 @@ async fn the_systemd_unit_runs_the_daemon_restarts_it_on_failure_and_reads_a_val
         })
         .collect();
     assert!(env.contains_key("TRON_ACTORS_NODE__API_KEY"));
+    // On a host, the operations server stays on this machine unless the operator opens it.
+    assert_eq!(env["TRON_ACTORS_METRICS__LISTEN"], "127.0.0.1:9464");
     assert_valid_config(&env, "deploy/tron-actors.env.example").await;
 }

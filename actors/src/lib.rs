@@ -38,6 +38,7 @@
 //!   injection, what the tree counts, the tree's knobs
 //! - `fakes` (feature `test-utils`) — the in-memory chain and store that tests run the tree on
 //! - [`trace`] — how a span records a failure (status, error attributes, exception event)
+//! - [`filter`] — which events are kept (the daemon's `filter.*`, `tail`'s filters)
 //! - [`address`], [`rng`] — TRON addresses and the seeded SplitMix64, shared by the product, the
 //!   simulated node (`tron-sim`) and the harnesses
 
@@ -48,6 +49,7 @@ pub mod clock;
 mod directory;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fakes;
+pub mod filter;
 pub mod fork;
 pub mod histogram;
 pub mod hooks;

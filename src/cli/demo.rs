@@ -18,6 +18,10 @@ pub(crate) struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     seconds: Option<u64>,
+    /// Write to the Redis at redis.url (under the prefix {tron-demo}) instead of a private
+    /// redis-server started for the demo and removed on exit.
+    #[arg(long)]
+    existing_redis: bool,
 }
 
 pub(crate) async fn run(config_file: Option<PathBuf>, args: DemoArgs) -> Result<(), CliError> {
@@ -28,6 +32,7 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: DemoArgs) -> Result<
         args.history,
         args.txs_per_block,
         args.block_interval_ms,
+        args.existing_redis,
     )
     .await
     .map_err(|error| CliError::Failed(error.to_string()))?;
@@ -46,7 +51,8 @@ pub(crate) async fn run(config_file: Option<PathBuf>, args: DemoArgs) -> Result<
         result = follow(&config, stop, Some(&telemetry)) => result,
         _ = demo.report_progress() => Ok(()),
     };
-    demo.finish().await;
+    let left_behind = demo.finish().await;
     telemetry.shutdown();
+    eprintln!("{left_behind}");
     result
 }

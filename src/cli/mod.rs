@@ -9,6 +9,7 @@ pub(crate) mod health;
 pub(crate) mod run;
 pub(crate) mod sim;
 pub(crate) mod status;
+pub(crate) mod tail;
 pub(crate) mod verify;
 
 use std::path::PathBuf;

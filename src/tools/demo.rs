@@ -1,10 +1,11 @@
 //! `tron-actors demo`: everything needed to see the daemon work, on one machine, with nothing
-//! but a Rust toolchain and redis-server: the simulated node with a history to catch up, a Redis
-//! (the configured one when it answers, else a private redis-server), and progress lines.
+//! but a Rust toolchain and redis-server: the simulated node with a history to catch up, a
+//! private redis-server (the configured Redis only when asked: it would receive ~400 MB kept 7
+//! days), and progress lines. On exit it says what it leaves behind and how to remove it.
 
 use crate::config::Config;
 use crate::store::RedisStore;
-use crate::tools::local_redis::{is_reachable, LocalRedis, LocalRedisError};
+use crate::tools::local_redis::{LocalRedis, LocalRedisError};
 use actors::store::{Queue, Store};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,14 +36,18 @@ pub struct Demo {
     sim: SimHandle,
     redis: Option<(LocalRedis, std::path::PathBuf)>,
     store: RedisStore,
+    /// The Redis it wrote to (`redis.url`, or the private server's).
+    redis_url: String,
 }
 
-/// Starts the simulated node and a Redis, and points `config` at them.
+/// Starts the simulated node and a Redis, and points `config` at them: a private redis-server,
+/// or with `existing_redis` the one at `redis.url` (under [`DEMO_PREFIX`]).
 pub async fn prepare(
     config: &mut Config,
     history: u64,
     txs_per_block: u32,
     block_interval_ms: u64,
+    existing_redis: bool,
 ) -> Result<Demo, DemoError> {
     let params = SimParams {
         history,
@@ -57,14 +62,14 @@ pub async fn prepare(
         SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await?;
-    let redis = if is_reachable(&config.redis.url).await {
-        tracing::info!(redis = %config.redis.url, prefix = DEMO_PREFIX, "Using the Redis that answers at redis.url");
+    let redis = if existing_redis {
+        tracing::info!(redis = %crate::config::redact_url(&config.redis.url), prefix = DEMO_PREFIX, "Using the Redis at redis.url, as asked (--existing-redis)");
         None
     } else {
         let dir = std::env::temp_dir().join(format!("tron-actors-demo-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(DemoError::TempDir)?;
         let server = LocalRedis::start_on_free_port(&dir, true).await?;
-        tracing::info!(redis = %server.url(), dir = %dir.display(), "No Redis at redis.url; started a private redis-server");
+        tracing::info!(redis = %server.url(), dir = %dir.display(), "Started a private redis-server (removed on exit; --existing-redis uses redis.url instead)");
         config.redis.url = server.url();
         Some((server, dir))
     };
@@ -85,11 +90,16 @@ pub async fn prepare(
         from = first_block,
         head = sim.chain().head(),
         stream = %store.keys().events(),
-        "Demo ready: catching up the simulated history, then following the head. Read the events with: redis-cli -u {} XREVRANGE '{}' + - COUNT 5",
-        config.redis.url,
-        store.keys().events()
+        "Demo ready: catching up the simulated history, then following the head. Read the events with: {}",
+        tail_command(&crate::config::redact_url(&config.redis.url))
     );
-    Ok(Demo { sim, redis, store })
+    let redis_url = config.redis.url.clone();
+    Ok(Demo {
+        sim,
+        redis,
+        store,
+        redis_url,
+    })
 }
 
 impl Demo {
@@ -125,12 +135,37 @@ impl Demo {
         }
     }
 
-    /// Stops the node and the private redis-server and removes its files.
-    pub async fn finish(self) {
+    /// Stops the node and the private redis-server and removes its files; returns what it
+    /// leaves behind and how to remove it, for the last line the user sees.
+    pub async fn finish(self) -> String {
         let _ = self.sim.shutdown().await;
-        if let Some((mut redis, dir)) = self.redis {
-            redis.kill().await;
-            let _ = std::fs::remove_dir_all(dir);
+        match self.redis {
+            Some((mut redis, dir)) => {
+                redis.kill().await;
+                let _ = std::fs::remove_dir_all(&dir);
+                format!(
+                    "Demo stopped: its private redis-server is stopped and its files ({}) removed; nothing is left behind.",
+                    dir.display()
+                )
+            }
+            None => removal_hint(&crate::config::redact_url(&self.redis_url)),
         }
     }
+}
+
+/// The command that shows the demo's events as they come (in another terminal).
+pub fn tail_command(redis_url: &str) -> String {
+    format!(
+        "TRON_ACTORS_REDIS__URL={redis_url} TRON_ACTORS_REDIS__PREFIX='{DEMO_PREFIX}' tron-actors tail"
+    )
+}
+
+/// What `demo --existing-redis` says on exit: where its keys are and the command that removes
+/// them all (every key of the demo starts with [`DEMO_PREFIX`]; a later demo also clears them).
+pub fn removal_hint(redis_url: &str) -> String {
+    format!(
+        "Demo stopped: its keys stay in the Redis at {redis_url}, all under the prefix {DEMO_PREFIX} \
+         (the stream keeps 7 days). Remove them with:\n  \
+         redis-cli -u {redis_url} --scan --pattern '{DEMO_PREFIX}:*' | xargs -r redis-cli -u {redis_url} DEL"
+    )
 }

@@ -204,21 +204,3 @@ impl LocalRedis {
         self.restart().await
     }
 }
-
-/// Whether a Redis answers at `url` within a second.
-pub async fn is_reachable(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
-        return false;
-    };
-    let attempt = async {
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .ok()
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), attempt).await,
-        Ok(Some(_))
-    )
-}

@@ -420,6 +420,17 @@ impl TronClient {
         }
     }
 
+    /// `block` without the events `[filter]` does not keep: the narrowest place, before the
+    /// block waits in a worker's batch and before its commit.
+    fn filtered(&self, mut block: Block) -> Block {
+        let filter = &self.inner.config.filter;
+        if !filter.is_empty() {
+            block.events.retain(|event| filter.keeps_event(&event.body));
+            block.events.shrink_to_fit();
+        }
+        block
+    }
+
     /// The events of a body, with its transaction infos. The infos are asked for within the
     /// block's `fetch` span, which ends there; decoding is a `decode` span beside it.
     pub(super) async fn complete(
@@ -451,6 +462,7 @@ impl TronClient {
                     &decode,
                     self.counted(decode::decode_raw_block(&block, &infos)),
                 )
+                .map(|block| self.filtered(block))
             });
             match result {
                 Err(ChainError::NodeNotSynced { .. }) if asked == 1 => {

@@ -50,6 +50,9 @@ pub struct TronClientConfig {
     pub fetch_concurrency: usize,
     /// How long the body of the last head stays usable for `block(head)`.
     pub head_cache_ttl: Duration,
+    /// Events not kept are dropped right after decoding (`[filter]`): the block keeps its
+    /// header, so it is committed, marked done and closed by its `block` entry as any other.
+    pub filter: actors::filter::EventFilter,
 }
 
 impl fmt::Debug for TronClientConfig {
