@@ -168,7 +168,9 @@ async fn a_commit_fewer_replicas_acknowledged_is_reported_and_never_written_twic
     let store = RedisStore::new(&RedisStoreConfig {
         url: primary.url(),
         wait_replicas: 1,
-        wait_timeout: Duration::from_millis(100),
+        // Long enough for a loaded machine's replica to answer WAIT's GETACK; the two commits
+        // without a replica wait it out in full.
+        wait_timeout: Duration::from_millis(1_000),
         ..tron_actors::config::Config::default().store_config()
     })
     .unwrap();
@@ -208,6 +210,21 @@ async fn a_commit_fewer_replicas_acknowledged_is_reported_and_never_written_twic
                 .await
                 .unwrap_or_default();
             info.contains("master_link_status:up")
+        },
+    )
+    .await;
+    // ... and the primary counts it (WAIT counts only replicas it sees online).
+    wait_until(
+        Duration::from_secs(30),
+        "the primary sees the replica online",
+        || async {
+            let mut conn = primary.conn().await;
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            info.contains("state=online")
         },
     )
     .await;
